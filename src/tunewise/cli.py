@@ -1,0 +1,232 @@
+"""The command line: parse -> build -> run -> print. One function per command, nothing else here."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from tunewise import __version__
+from tunewise.errors import TunewiseError
+from tunewise.ui import Progress, console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+                  help="Should we fine-tune a language model for this task, or not? Measured on your data.")
+STATE = {"debug": False}
+
+DataArg = typer.Argument(None, help="data file: .jsonl (chat, prompt/completion, input/output, text/label), .csv or .tsv")
+TaskOpt = typer.Option(None, "--task", help="task file (YAML): type, fields, labels, metric, target, constraints")
+DemoOpt = typer.Option(None, "--demo", help="use the embedded demo: 'sentiment' or 'condition'", show_default=False)
+TestOpt = typer.Option(None, "--test", help="held-out test file (else a seeded split of DATA)")
+SkipOpt = typer.Option(False, "--skip-invalid", help="skip bad records (counted and listed) instead of stopping")
+ModelOpt = typer.Option("smollm2-135m", "--model", help="language model: shipped alias, folder, .gguf or hub id")
+StoreOpt = typer.Option(Path(".tunewise"), "--store", help="folder of the SQLite store (cache, resume, history)")
+SeedOpt = typer.Option(0, "--seed", help="seed for splits, sampling and bootstrap")
+
+
+def _version(value: bool):
+    if value:
+        print(f"tunewise {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
+         debug: bool = typer.Option(False, "--debug", help="show tracebacks on errors")):
+    STATE["debug"] = debug
+    os.environ.setdefault("HF_HUB_OFFLINE", "1") if not os.environ.get("TUNEWISE_ONLINE") else None
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _quiet_libraries()
+
+
+def _quiet_libraries() -> None:
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*past_key_values.*")
+    for name in ("transformers", "peft", "accelerate", "sentence_transformers", "huggingface_hub"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def _fail(exc: TunewiseError):
+    from tunewise.data.read import InvalidRecords
+
+    if isinstance(exc, InvalidRecords):
+        for issue in exc.issues[:50]:
+            console.print(f"  {issue}", markup=False, highlight=False)
+        if len(exc.issues) > 50:
+            console.print(f"  ... and {len(exc.issues) - 50} more")
+    console.print(f"error: {exc}", style="bold red", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(exc.exit_code)
+
+
+def guarded(fn):
+    """User errors become one line and a non-zero exit; tracebacks only with --debug."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except TunewiseError as exc:
+            if STATE["debug"]:
+                raise
+            _fail(exc)
+    return wrapper
+
+
+def _prepare(data, demo, task, test, skip_invalid, seed, model):
+    from tunewise.data.prepare import prepare
+
+    prep = prepare(str(data) if data else None, demo=demo, task_file=str(task) if task else None,
+                   test_file=str(test) if test else None, skip_invalid=skip_invalid, seed=seed, model=model)
+    if prep.skipped:
+        console.print(f"[yellow]skipped {len(prep.skipped)} invalid record(s):[/yellow]")
+        for issue in prep.skipped[:20]:
+            console.print(f"  {issue}", markup=False, highlight=False)
+    return prep
+
+
+def _profile(prep, model, store_dir, progress, max_length=256):
+    from tunewise.data.profile import profile
+    from tunewise.store import Store, make_key
+
+    store = Store(store_dir)
+    key = make_key("profile", prep.data_key, prep.task.model_dump(), model, max_length)
+    result = store.get("profile", key)
+    if result is None:
+        result = profile(prep.task, prep.split, model_name=model, max_length=max_length, progress=progress.note)
+        result["skipped"] = {"count": len(prep.skipped), "records": [str(i) for i in prep.skipped[:200]]}
+        result["filtered"] = prep.filtered
+        store.put("profile", key, result)
+    return result, store
+
+
+@app.command("profile")
+@guarded
+def profile_cmd(data: Optional[Path] = DataArg, task: Optional[Path] = TaskOpt, demo: Optional[str] = DemoOpt,
+                test: Optional[Path] = TestOpt, skip_invalid: bool = SkipOpt, model: str = ModelOpt,
+                store: Path = StoreOpt, seed: int = SeedOpt,
+                max_length: int = typer.Option(256, "--max-length", help="token limit to report the share over"),
+                as_json: bool = typer.Option(False, "--json", help="print the profile as JSON on stdout")):
+    """Read, validate and split the data, then measure it: size, balance, duplicates, leakage, lengths,
+    domain gap."""
+    progress = Progress(quiet=as_json)
+    prep = _prepare(data, demo, task, test, skip_invalid, seed, model)
+    result, _ = _profile(prep, model, store, progress, max_length)
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        from tunewise.data.profile_view import print_profile
+
+        print_profile(result, prep.task, console)
+
+
+@app.command("run")
+@guarded
+def run_cmd(data: Optional[Path] = DataArg, task: Optional[Path] = TaskOpt, demo: Optional[str] = DemoOpt,
+            test: Optional[Path] = TestOpt, skip_invalid: bool = SkipOpt, model: str = ModelOpt,
+            budget: str = typer.Option("standard", "--budget", help="quick | standard | full: caps on test size, "
+                                       "epochs, shots, curve points"),
+            out: Optional[Path] = typer.Option(None, "--out", help="run folder (default ./tunewise-runs/<timestamp>)"),
+            target: Optional[float] = typer.Option(None, "--target", help="score the task needs (overrides the task file)"),
+            candidates: Optional[str] = typer.Option(None, "--candidates", help="comma-separated strategies to run "
+                                                     "(default: all that fit the task)"),
+            also_model: list[str] = typer.Option([], "--also-model", help="a second model to compare (repeatable)"),
+            full_ft: bool = typer.Option(False, "--full-ft", help="also run full fine-tuning (models under 500M)"),
+            no_curve: bool = typer.Option(False, "--no-curve", help="skip the learning curve"),
+            no_forgetting: bool = typer.Option(False, "--no-forgetting", help="skip the forgetting probe"),
+            device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+            fail_on: Optional[str] = typer.Option(None, "--fail-on", help="exit 1 when: below-target | not-fine-tune "
+                                                  "| fine-tune | insufficient"),
+            store: Path = StoreOpt, seed: int = SeedOpt):
+    """The bake-off on one frozen split, then learning curve, forgetting, compute, cost, a verdict and a report."""
+    from tunewise.config import get_budget
+    from tunewise.runner import RunOptions, run
+    from tunewise.store import Store
+
+    if demo is None and data is None:
+        demo = None
+    progress = Progress()
+    bud = get_budget(budget)
+    prep = _prepare(data, demo, task, test, skip_invalid, seed, model)
+    if target is not None:
+        prep.task = prep.task.model_copy(update={"target": target})
+    profile, _ = _profile(prep, model, store, progress, bud.max_length)
+    out = out or Path("tunewise-runs") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    opts = RunOptions(budget=bud, out_dir=out, store=Store(store), model=model, extra_models=also_model,
+                      candidates=[c.strip() for c in candidates.split(",")] if candidates else None,
+                      full_ft=full_ft, seed=seed, device=device, learning_curve=not no_curve,
+                      forgetting=not no_forgetting, profile=profile)
+    results = run(prep, opts, progress)
+    from tunewise.report.console import print_summary
+
+    print_summary(results, out, console)
+    _gate(fail_on, results)
+
+
+def _gate(fail_on: str | None, results) -> None:
+    if not fail_on:
+        return
+    from tunewise.report.console import gate_failed
+
+    failed, why = gate_failed(fail_on, results)
+    if failed:
+        console.print(f"[bold red]--fail-on {fail_on}:[/bold red] {why}")
+        raise typer.Exit(1)
+
+
+@app.command("report")
+@guarded
+def report_cmd(run_dir: Path = typer.Argument(..., help="a run folder written by `tunewise run`"),
+               store: Path = StoreOpt):
+    """Rebuild report.html, report.md and results.json from the store, without recomputing anything."""
+    from tunewise.report import write_report
+    from tunewise.report.console import load_run
+
+    results = load_run(run_dir, store)
+    paths = write_report(results, run_dir)
+    console.print(f"report rebuilt: {paths['html']}")
+
+
+@app.command("advise")
+@guarded
+def advise_cmd(answers: Optional[Path] = typer.Option(None, "--answers", help="answers file (YAML/JSON); "
+                                                      "without it the questions are asked here"),
+               as_json: bool = typer.Option(False, "--json", help="print the recommendation as JSON")):
+    """Before any data exists: the same criteria as a quick questionnaire, and what to measure next."""
+    from tunewise.decide import advise, ask, load_answers
+    from tunewise.report.console import print_verdict
+
+    if answers is not None:
+        a = load_answers(answers)
+    elif not sys.stdin.isatty():
+        raise TunewiseError("no --answers file and no terminal to ask the questions on",
+                            fix="pass --answers FILE (see examples/advise/)")
+    else:
+        a = ask(lambda name, question, default, kind: typer.prompt(question, default="" if default is None else default,
+                                                                   show_default=default is not None))
+    verdict = advise(a)
+    if as_json:
+        print(verdict.model_dump_json(indent=2))
+    else:
+        print_verdict(verdict, console)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,181 @@
+"""Read JSONL (chat, prompt/completion, input/output, text/label) and CSV/TSV into Records.
+
+Every bad record becomes an Issue naming file:line, field and reason. By default any issue stops
+the read (InvalidRecords lists them all); with skip_invalid the read goes on and the Dataset
+carries the skipped ones, so nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from tunewise.config import TaskSpec
+from tunewise.data.records import Dataset, Issue, Record
+from tunewise.errors import DataError
+
+# Field pairs recognised in JSONL when the task file does not name them, in order of preference.
+JSONL_FORMATS = [("prompt", "completion"), ("input", "output"), ("text", "label")]
+ROLES = {"system", "user", "assistant"}
+
+
+class InvalidRecords(DataError):
+    """The file has bad records and the user did not ask to skip them."""
+
+    def __init__(self, path: str, issues: list[Issue]):
+        self.issues = issues
+        first = issues[0]
+        super().__init__(path, f"{len(issues)} invalid record(s); first: line {first.line}: {first.reason}",
+                         fix="correct them, or pass --skip-invalid to skip and list them")
+
+
+class _Bad(Exception):
+    def __init__(self, field: str | None, reason: str):
+        self.field, self.reason = field, reason
+
+
+def read_text(path: str | Path) -> str:
+    """The file's text, with one-line errors for the usual ways a path goes wrong."""
+    p = Path(path)
+    if p.is_dir():
+        raise DataError(str(p), "is a directory, not a data file", fix="pass a .jsonl, .csv or .tsv file")
+    if not p.exists():
+        raise DataError(str(p), "no such file", fix="check the path")
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(str(p), f"not valid UTF-8 at byte {exc.start}", line=line,
+                        fix="re-save the file as UTF-8") from exc
+    if not text.strip():
+        raise DataError(str(p), "the file is empty", fix="point at a file with records")
+    return text
+
+
+def load_records(path: str | Path, task: TaskSpec, *, skip_invalid: bool = False) -> Dataset:
+    """Read a data file by its extension; see the module docstring for the error policy."""
+    p = Path(path)
+    text = read_text(p)
+    if p.suffix.lower() in {".csv", ".tsv"}:
+        pairs = _csv_rows(text, str(p), task)
+    else:
+        pairs = _jsonl_rows(text, str(p))
+    records, issues = [], []
+    for line, row in pairs:
+        try:
+            if isinstance(row, _Bad):
+                raise row
+            records.append(_to_record(row, task, str(p), line))
+        except _Bad as bad:
+            issues.append(Issue(str(p), line, bad.field, bad.reason))
+    if issues and not skip_invalid:
+        raise InvalidRecords(str(p), issues)
+    if not records:
+        raise DataError(str(p), f"no valid records ({len(issues)} skipped)", fix="check the file's format")
+    return Dataset(records=records, source=str(p), skipped=issues)
+
+
+def _jsonl_rows(text: str, source: str):
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield number, _Bad(None, f"malformed JSON ({exc.msg} at column {exc.colno})")
+            continue
+        yield number, row if isinstance(row, dict) else _Bad(None, f"expected a JSON object, got {type(row).__name__}")
+
+
+def _csv_rows(text: str, source: str, task: TaskSpec):
+    delimiter = task.delimiter or ("\t" if source.lower().endswith(".tsv") else ",")
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    columns = reader.fieldnames or []
+    for needed in _csv_needed_columns(task, columns):
+        if needed not in columns:
+            raise DataError(source, f"no column '{needed}' (columns: {', '.join(columns)})", line=1,
+                            fix="map columns with input_field/output_field in the task file")
+    start = 2
+    for row in reader:
+        line = start
+        start = reader.line_num + 1
+        if None in row:
+            yield line, _Bad(None, f"{len(columns) + len(row[None])} cells, header has {len(columns)}")
+            continue
+        yield line, row
+
+
+def _csv_needed_columns(task: TaskSpec, columns: list[str]) -> list[str]:
+    if task.input_field or task.input_template:
+        needed = [task.input_field] if task.input_field else _template_fields(task.input_template or "")
+        return [c for c in needed if c] + [task.output_field or "label"]
+    for inp, out in JSONL_FORMATS:
+        if inp in columns and out in columns:
+            return [inp, out]
+    return ["text", "label"]
+
+
+def _template_fields(template: str) -> list[str]:
+    import string
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name]
+
+
+def _to_record(row: dict, task: TaskSpec, source: str, line: int) -> Record:
+    if task.input_field or task.input_template:
+        messages = (("user", _input(row, task)),)
+        output = _field(row, task.output_field or "label")
+    elif "messages" in row:
+        messages, output = _chat(row["messages"])
+    else:
+        pair = next(((i, o) for i, o in JSONL_FORMATS if i in row), None)
+        if pair is None:
+            raise _Bad(None, "no recognised fields: expected messages, prompt/completion, input/output or text/label")
+        messages, output = (("user", _field(row, pair[0])),), _field(row, task.output_field or pair[1])
+    if task.labels is not None and task.type == "classification" and output not in task.labels:
+        raise _Bad(task.output_field or "label", f"label '{output}' is not in the declared set {task.labels}")
+    date = str(row[task.date_field]) if task.date_field and row.get(task.date_field) not in (None, "") else None
+    return Record(id=f"{Path(source).name}:{line}", messages=messages, output=output,
+                  source=source, line=line, date=date)
+
+
+def _field(row: dict, name: str) -> str:
+    if name not in row or row[name] is None:
+        raise _Bad(name, "missing field")
+    value = row[name]
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise _Bad(name, f"wrong type: expected text, got {type(value).__name__}")
+    value = str(value).strip()
+    if not value:
+        raise _Bad(name, "empty text")
+    return value
+
+
+def _input(row: dict, task: TaskSpec) -> str:
+    if task.input_template is None:
+        return _field(row, task.input_field or "text")
+    values = {name: _field(row, name) for name in _template_fields(task.input_template)}
+    return task.input_template.format_map(values)
+
+
+def _chat(messages) -> tuple[tuple[tuple[str, str], ...], str]:
+    if not isinstance(messages, list) or not messages:
+        raise _Bad("messages", "expected a non-empty list of {role, content} objects")
+    turns = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ROLES:
+            raise _Bad(f"messages[{i}].role", f"expected one of {sorted(ROLES)}")
+        content = m.get("content")
+        if not isinstance(content, str):
+            raise _Bad(f"messages[{i}].content", f"wrong type: expected text, got {type(content).__name__}")
+        if not content.strip():
+            raise _Bad(f"messages[{i}].content", "empty text")
+        turns.append((m["role"], content.strip()))
+    if turns[-1][0] != "assistant":
+        raise _Bad(f"messages[{len(turns) - 1}].role", "the last message must be the assistant's answer to learn")
+    history = tuple(turns[:-1])
+    if not any(role == "user" for role, _ in history):
+        raise _Bad("messages", "no user message before the assistant's answer")
+    return history, turns[-1][1]

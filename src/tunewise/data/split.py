@@ -1,0 +1,77 @@
+"""Deterministic, seeded splits: stratified for classification, a validation slice for fine-tuning."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from sklearn.model_selection import train_test_split
+
+from tunewise.data.records import Record
+
+
+@dataclass
+class Split:
+    train: list[Record]
+    test: list[Record]
+    source: str  # "test file" or "seeded split"
+    seed: int
+
+    def summary(self) -> dict:
+        return {"train": len(self.train), "test": len(self.test), "source": self.source, "seed": self.seed}
+
+
+def _stratify(records: list[Record], fraction: float) -> list[str] | None:
+    """Labels to stratify on, or None when some class is too small to appear on both sides."""
+    counts = Counter(r.output for r in records)
+    if len(counts) < 2 or min(counts.values()) < 2 or len(counts) > 0.5 * len(records):
+        return None
+    if len(counts) > fraction * len(records) or len(counts) > (1 - fraction) * len(records):
+        return None
+    return [r.output for r in records]
+
+
+def seeded_split(records: list[Record], *, fraction: float, seed: int, stratified: bool) -> tuple[list, list]:
+    """(rest, held) with `fraction` of the records held out; stable for a given seed."""
+    if len(records) < 2:
+        return list(records), []
+    labels = _stratify(records, fraction) if stratified else None
+    rest, held = train_test_split(records, test_size=fraction, random_state=seed, stratify=labels)
+    return list(rest), list(held)
+
+
+def make_split(train: list[Record], test: list[Record] | None, *, seed: int = 0,
+               test_fraction: float = 0.2, classification: bool = True) -> Split:
+    if test is not None:
+        return Split(train=list(train), test=list(test), source="test file", seed=seed)
+    rest, held = seeded_split(train, fraction=test_fraction, seed=seed, stratified=classification)
+    return Split(train=rest, test=held, source=f"seeded split, {test_fraction:.0%} held out", seed=seed)
+
+
+def subsample(records: list[Record], limit: int | None, *, seed: int, stratified: bool) -> list[Record]:
+    """At most `limit` records, stratified where possible (for budgets and learning curves)."""
+    if limit is None or limit >= len(records):
+        return list(records)
+    _, kept = seeded_split(records, fraction=limit / len(records), seed=seed, stratified=stratified)
+    return kept
+
+
+def nested_fraction(records: list[Record], fraction: float, *, seed: int, stratified: bool) -> list[Record]:
+    """The first `fraction` of a seeded per-class order: smaller fractions are subsets of larger ones
+    (a learning curve must add data, not swap it) and every class keeps its share."""
+    import math
+    import random
+
+    if fraction >= 1:
+        return list(records)
+    rng = random.Random(seed)
+    groups: dict[str, list[Record]] = {}
+    for r in records:
+        groups.setdefault(r.output if stratified else "", []).append(r)
+    chosen = []
+    for key in sorted(groups):
+        group = groups[key][:]
+        rng.shuffle(group)
+        chosen += group[: max(1, math.ceil(fraction * len(group)))]
+    order = {id(r): i for i, r in enumerate(records)}
+    return sorted(chosen, key=lambda r: order[id(r)])

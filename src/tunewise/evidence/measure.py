@@ -1,0 +1,147 @@
+"""Evidence that needs models: the learning-curve points, the forgetting probe, the compute
+calibration, and the cost table built from measured candidates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tunewise.assets import general_probe, general_text
+from tunewise.config import Budget, Prices, TaskSpec
+from tunewise.evaluate.stats import bootstrap_ci, paired_bootstrap
+from tunewise.evidence.compute import estimate_compute, measure_device_flops, training_flops
+from tunewise.evidence.cost import DEFAULT_ASSUMPTIONS, break_even, candidate_cost
+from tunewise.results import (CandidateResult, ComputeEstimate, Cost, CurvePoint, Forgetting,
+                              ForgettingEntry, Interval)
+
+PROBE_SYSTEM = "Answer the question with the correct choice."
+
+
+def curve_point(c: CandidateResult, fraction: float, n: int, metric: str) -> CurvePoint:
+    if c.status != "ok":
+        return CurvePoint(fraction=fraction, n=n, value=0.0, ci_low=0.0, ci_high=0.0, status="failed",
+                          error=c.error or c.status)
+    m = c.metrics[metric]
+    return CurvePoint(fraction=fraction, n=n, value=m.value, ci_low=m.ci_low, ci_high=m.ci_high)
+
+
+def load_probe(limit: int) -> list[dict]:
+    lines = general_probe().read_text("utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()][:limit]
+
+
+def probe_predictions(lm, items: list[dict]) -> list[str]:
+    """Multiple choice by choice likelihood, the same scorer as classification."""
+    system = [("system", PROBE_SYSTEM)]
+    cache = lm.prefix_cache(lm.split_prompt(system, [("user", "x")])[0])
+    out = []
+    for item in items:
+        question = item["question"] + "\nChoices: " + "; ".join(item["choices"])
+        out.append(lm.classify(system, [("user", question)], item["choices"], cache=cache).prediction)
+    return out
+
+
+def load_finetuned(c: CandidateResult, device: str):
+    """The fine-tuned model back from its saved artifact (adapter on the base, or full model)."""
+    from tunewise.models.lm import LanguageModel
+    from tunewise.models.load import load_model
+
+    path = Path(c.artifact or "")
+    if (path / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        base, tokenizer = load_model(c.model or "smollm2-135m", device=device, dtype="auto")
+        model = PeftModel.from_pretrained(base, str(path)).eval()
+    else:
+        model, tokenizer = load_model(str(path), device=device, dtype="auto")
+    return LanguageModel(model, tokenizer, c.name)
+
+
+def forgetting(base_lm, finetuned: list[CandidateResult], budget: Budget, seed: int, device: str,
+               progress) -> Forgetting:
+    """General-ability probe and general-text perplexity before and after fine-tuning."""
+    items = load_probe(budget.probe_limit)
+    refs = [item["choices"][item["answer"]] for item in items]
+    texts = general_text()
+    progress.note(f"forgetting probe: {len(items)} general questions, base model")
+    base_preds = probe_predictions(base_lm, items)
+    base = bootstrap_ci("accuracy", base_preds, refs, n_resamples=budget.bootstrap, seed=seed)
+    entries = []
+    for c in finetuned:
+        progress.note(f"forgetting probe: {c.name}")
+        lm = load_finetuned(c, device)
+        preds = probe_predictions(lm, items)
+        score = bootstrap_ci("accuracy", preds, refs, n_resamples=budget.bootstrap, seed=seed)
+        d = paired_bootstrap("accuracy", preds, base_preds, refs, n_resamples=budget.bootstrap, seed=seed)
+        entries.append(ForgettingEntry(candidate=c.name, score=Interval(**score),
+                                       delta=Interval(value=d["diff"], ci_low=d["ci_low"], ci_high=d["ci_high"]),
+                                       perplexity=lm.perplexity(texts)))
+    return Forgetting(probe="tunewise general probe (multiple choice, written for the project)",
+                      items=len(items), base_score=Interval(**base), base_perplexity=base_lm.perplexity(texts),
+                      models=entries)
+
+
+def training_tokens(lm, records, system, max_length: int) -> int:
+    """Tokens one epoch processes: prompt + answer per example, capped at max_length."""
+    from tunewise.strategies.prompts import input_turns
+
+    total = 0
+    for r in records:
+        n = len(lm.encode(lm.render(system + input_turns(r), add_generation_prompt=True)))
+        total += min(n + len(lm.label_ids([r.output])[0]), max_length)
+    return total
+
+
+def calibrate(lm, records, system, work_dir: Path, max_length: int, device: str) -> dict:
+    """A short real training run on this device: the achieved rate that turns FLOPs into seconds."""
+    import time
+
+    from tunewise.models.load import count_params, load_model
+    from tunewise.models.train import Example, TrainConfig, train
+    from tunewise.strategies.prompts import input_turns
+
+    model, tokenizer = load_model(lm.name, device=device, dtype="float32")
+    examples = [Example(lm.encode(lm.render(system + input_turns(r), add_generation_prompt=True)),
+                        lm.label_ids([r.output])[0]) for r in records[:24]]
+    start = time.perf_counter()
+    result = train(model, tokenizer, examples, [], TrainConfig(epochs=1, max_length=max_length, batch_size=8),
+                   work_dir, progress=False)
+    del model
+    peak = measure_device_flops("cuda" if device.startswith("cuda") else "cpu", dtype="bfloat16", seconds=0.5)
+    params = count_params(lm.model)[0]
+    achieved = training_flops(params, result.tokens, "lora") / max(result.seconds, 1e-9)
+    return {"device_flops_per_s": peak, "efficiency": achieved / peak, "tokens_per_s": result.tokens_per_s,
+            "seconds": time.perf_counter() - start, "params": params}
+
+
+def compute_estimate(name: str, method: str, params: int, trainable: int, tokens: int, calibration: dict,
+                     budget_hours: float | None) -> ComputeEstimate:
+    return estimate_compute(name, params, trainable, tokens, method, calibration["device_flops_per_s"],
+                            calibration["efficiency"], budget_hours * 3600 if budget_hours else None)
+
+
+def cost_table(candidates: list[CandidateResult], prices: Prices, monthly: int | None, metric: str,
+               on_gpu: bool) -> Cost:
+    """Cost per 1,000 requests from measured latency and tokens; break-even of fine-tuning vs prompting."""
+    rows = {}
+    for c in candidates:
+        if c.status != "ok" or c.latency_ms is None:
+            continue
+        hosting = "none" if c.family in ("classical", "baseline") else ("gpu" if on_gpu else "cpu")
+        rows[c.name] = candidate_cost(c.name, hosting, c.prompt_tokens_mean, c.output_tokens_mean,
+                                      c.latency_ms["mean"] / 1000, c.train_seconds or 0.0, prices, monthly,
+                                      train_on="gpu" if on_gpu else "cpu")
+    cost = Cost(assumptions=DEFAULT_ASSUMPTIONS, candidates=list(rows.values()))
+    best = lambda fam: max((c for c in candidates if c.name in rows and c.family == fam),  # noqa: E731
+                           key=lambda c: c.metrics[metric].value, default=None)
+    ft, prompt = best("finetune"), best("prompting")
+    if ft and prompt:
+        cost.break_even = break_even(rows[ft.name], rows[prompt.name])
+    return cost
+
+
+def mean_or_none(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None

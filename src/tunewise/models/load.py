@@ -1,0 +1,156 @@
+"""Load a causal language model and its tokenizer: the shipped default, a hub id, a folder or a GGUF.
+
+GGUF files are de-quantised by transformers (needs the `gguf` package) into torch weights that
+LoRA can train. That conversion takes ~20 s, so the result is saved once as safetensors in the
+tunewise cache and later loads take about a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from tunewise.assets import DEFAULT_MODEL, smollm2_gguf
+from tunewise.errors import ConfigError
+
+ALIASES = {DEFAULT_MODEL: smollm2_gguf, "smollm2": smollm2_gguf}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TUNEWISE_CACHE", Path.home() / ".cache" / "tunewise"))
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Where a model comes from, resolved from what the user typed."""
+
+    name: str  # as the user gave it (shown in results)
+    path: str  # hub id or local folder to from_pretrained
+    gguf_file: str | None = None
+
+
+def resolve(name: str) -> ModelRef:
+    """Alias, .gguf file, local folder or hub id; a local path that does not exist fails here."""
+    if name in ALIASES:
+        gguf = ALIASES[name]()
+        return ModelRef(name, str(gguf.parent), gguf.name)
+    p = Path(name).expanduser()
+    if p.suffix == ".gguf":
+        if not p.is_file():
+            raise ConfigError(f"--model '{name}': GGUF file not found", fix="check the path")
+        return ModelRef(name, str(p.parent), p.name)
+    if p.is_dir():
+        if not (p / "config.json").is_file() and not list(p.glob("*.gguf")):
+            raise ConfigError(f"--model '{name}': folder has no config.json or .gguf",
+                              fix="point at a saved transformers model folder")
+        ggufs = sorted(p.glob("*.gguf")) if not (p / "config.json").is_file() else []
+        return ModelRef(name, str(p), ggufs[0].name if ggufs else None)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ConfigError(f"--model '{name}': no such folder or file",
+                          fix=f"use a local path, a hub id like org/name, or '{DEFAULT_MODEL}'")
+    return ModelRef(name, name)  # a hub id; loading fails with a clear error when offline
+
+
+def _converted_dir(ref: ModelRef) -> Path:
+    gguf = Path(ref.path) / str(ref.gguf_file)
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    return cache_dir() / "models" / f"{gguf.stem}-{key}"
+
+
+def _materialise(ref: ModelRef) -> str:
+    """A folder transformers loads quickly: GGUF de-quantised once into the cache."""
+    if ref.gguf_file is None:
+        return ref.path
+    target = _converted_dir(ref)
+    if (target / "config.json").is_file():
+        return str(target)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    tokenizer = AutoTokenizer.from_pretrained(ref.path, gguf_file=ref.gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(ref.path, gguf_file=ref.gguf_file)
+    # The weights are plain torch tensors after de-quantisation; drop the GGUF marker so they save.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)  # atomic: a half-written conversion is never loaded
+    return str(target)
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available here", fix="use --device cpu or auto")
+    return device
+
+
+def pick_dtype(dtype: str, device: str):
+    """bf16 on CUDA and on CPUs with native bf16 (AMX/AVX512-BF16); fp32 otherwise."""
+    import torch
+
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cpu_has_bf16() else torch.float32
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise ConfigError(f"--dtype '{dtype}': unknown", fix="use auto, float32, bfloat16 or float16")
+    return table[dtype]
+
+
+@lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    path = _materialise(resolve(name))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as exc:
+        raise ConfigError(f"--model '{name}': cannot load ({str(exc).splitlines()[0]})",
+                          fix=f"check the name or use the shipped '{DEFAULT_MODEL}' offline") from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(name: str, *, device: str = "auto", dtype: str = "float32"):
+    """(model, tokenizer) on the chosen device, in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    device = pick_device(device)
+    tokenizer = load_tokenizer(name)
+    path = _materialise(resolve(name))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, device))
+    except OSError as exc:
+        raise ConfigError(f"--model '{name}': cannot load ({str(exc).splitlines()[0]})",
+                          fix=f"check the name or use the shipped '{DEFAULT_MODEL}' offline") from exc
+    model.to(device).eval()
+    return model, tokenizer
+
+
+def count_params(model) -> tuple[int, int]:
+    """(all parameters, trainable parameters)."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return total, trainable

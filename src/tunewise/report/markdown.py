@@ -1,0 +1,172 @@
+"""The Markdown report: the same facts as the HTML page, as text (verdict and reasons first)."""
+
+from __future__ import annotations
+
+import json
+
+from tunewise.report import _common as C
+from tunewise.results import RunResults
+
+
+def _cell(x: object) -> str:
+    return str(x).replace("|", "\\|").replace("<", "&lt;").replace("\n", " ")
+
+
+def _table(head: list[str], rows: list[list[object]]) -> list[str]:
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(_cell(x) for x in row) + " |" for row in rows]
+    return out + [""]
+
+
+def _absent(what: str) -> list[str]:
+    return [f"_{what}: {C.NOT_MEASURED}._", ""]
+
+
+def _verdict(r: RunResults) -> list[str]:
+    v = r.verdict
+    if v is None:
+        return ["## Verdict", "", "**No verdict** was reached in this run; the measurements below stand on their own.", ""]
+    out = ["## Verdict", "", f"# **{v.decision}**", ""]
+    if v.candidate or v.model:
+        out += [f"Recommended: **{v.candidate or '—'}**" + (f" with model `{v.model}`" if v.model else ""), ""]
+    out += [v.summary, "", "### Reasons", ""]
+    out += [f"- `{x.criterion}` {x.finding}" + (f" _(supports {x.vote})_" if x.vote else "") for x in v.reasons] or ["- none"]
+    out += ["", "### Constraints honoured", ""] + ([f"- {x}" for x in v.constraints] or ["- none stated"])
+    out += ["", "### What would change it", ""] + ([f"- {x}" for x in v.would_change] or ["- nothing recorded"])
+    return out + [""]
+
+
+def _candidates(r: RunResults) -> list[str]:
+    out = ["## Candidates", ""]
+    if not r.candidates:
+        return out + _absent("candidates")
+    metrics, costs = C.metric_names(r), C.cost_per_1k(r)
+    head = ["name", "family", "model", "status"] + [f"{m} [95% CI]" for m in metrics] + [
+        "latency p50/p95", "prompt tokens", "train time", "tokens/s", "cost/1k", "error"]
+    rows = [[c.name, c.family, c.model or "—", c.status] + [C.fmt_iv(c.metrics.get(m)) for m in metrics] + [
+        C.fmt_latency(c.latency_ms), C.fmt(c.prompt_tokens_mean, 0), C.fmt_seconds(c.train_seconds),
+        C.fmt(c.train_tokens_per_s, 0), C.fmt_money(costs.get(c.name)), c.error or ""] for c in r.candidates]
+    return out + _table(head, rows)
+
+
+def _comparisons(r: RunResults) -> list[str]:
+    out = ["## Paired comparisons", ""]
+    if not r.comparisons:
+        return out + _absent("paired comparisons")
+    rows = [[x.a, x.b, x.metric, f"{x.diff:+.3f} [{x.ci_low:+.3f}, {x.ci_high:+.3f}]", C.fmt_p(x.p_value), x.test]
+            for x in r.comparisons]
+    return out + _table(["a", "b", "metric", "a − b [95% CI]", "p", "test"], rows)
+
+
+def _learning_curve(r: RunResults) -> list[str]:
+    out = ["## Learning curve", ""]
+    lc = r.learning_curve
+    if lc is None:
+        return out + _absent("learning curve")
+    out += [f"Candidate **{lc.candidate}**, metric {lc.metric}. Fit: `{C.curve_fit_text(lc.fit)}`"
+            + (f"; ceiling (1 − E) {C.fmt_iv(lc.ceiling)}" if lc.ceiling else "") + ".", ""]
+    if not lc.extrapolable:
+        out += [f"**Not extrapolable:** {lc.reason or 'no reason given'}", ""]
+    rows = [[C.fmt(p.fraction), C.fmt(p.n), f"{C.fmt(p.value)} [{C.fmt(p.ci_low)}, {C.fmt(p.ci_high)}]"
+             if p.status == "ok" else f"failed: {p.error}"] for p in lc.points]
+    out += _table(["fraction", "n", f"{lc.metric} [95% CI]"], rows)
+    if lc.projections:
+        rows = [[f"{p.factor:g}×", C.fmt(p.n), f"{C.fmt(p.value)} [{C.fmt(p.ci_low)}, {C.fmt(p.ci_high)}]"]
+                for p in lc.projections]
+        out += ["Projections:", ""] + _table(["× current n", "n", f"projected {lc.metric} [95% CI]"], rows)
+    if lc.n_for_target:
+        out += [f"Training examples needed for the target: {C.fmt_iv(lc.n_for_target, 0)}.", ""]
+    if lc.target_reachable is not None:
+        out += [f"Target {'reachable' if lc.target_reachable else 'not reachable'} by the fit.", ""]
+    return out
+
+
+def _overfitting(r: RunResults) -> list[str]:
+    out = ["## Overfitting", ""]
+    if not r.overfitting:
+        return out + _absent("overfitting checks")
+    return out + [f"- **{o.candidate}**: {'FLAGGED' if o.flag else 'not flagged'} — {o.reason}" for o in r.overfitting] + [""]
+
+
+def _forgetting(r: RunResults) -> list[str]:
+    out = ["## Forgetting (general ability)", ""]
+    fg = r.forgetting
+    if fg is None:
+        return out + _absent("forgetting")
+    rows = [["base model", C.fmt_iv(fg.base_score), "—", C.fmt(fg.base_perplexity, 2)]]
+    rows += [[m.candidate, C.fmt_iv(m.score), C.fmt_signed_iv(m.delta), C.fmt(m.perplexity, 2)] for m in fg.models]
+    return out + [f"Probe **{fg.probe}**, {fg.items} items.", ""] + _table(
+        ["model", "probe score [95% CI]", "Δ vs base [95% CI]", "perplexity"], rows)
+
+
+def _compute(r: RunResults) -> list[str]:
+    out = ["## Compute", ""]
+    if not r.compute:
+        return out + _absent("compute estimates")
+    rows = [[x.candidate, C.fmt(x.params), C.fmt(x.trainable_params), C.fmt(x.tokens), C.fmt(x.flops),
+             C.fmt_seconds(x.estimated_seconds), C.fmt_seconds(x.measured_seconds), C.fmt_seconds(x.budget_seconds),
+             "yes" if x.within_budget else "NO"] for x in r.compute]
+    return out + _table(["candidate", "params", "trainable", "tokens", "FLOPs", "estimated", "measured", "budget",
+                         "within budget"], rows)
+
+
+def _cost(r: RunResults) -> list[str]:
+    out = ["## Cost and break-even", ""]
+    if r.cost is None:
+        return out + _absent("cost")
+    rows = [[x.candidate, x.hosting, C.fmt_money(x.per_1k_requests), C.fmt_money(x.training_cost),
+             C.fmt_money(x.monthly_cost)] for x in r.cost.candidates]
+    out += _table(["candidate", "hosting", "per 1k requests", "training", "monthly"], rows)
+    be = r.cost.break_even
+    if be is None:
+        out += [f"Break-even: {C.NOT_MEASURED}.", ""]
+    else:
+        when = f"{C.fmt(be.monthly_requests, 0)} requests per month" if be.monthly_requests is not None else "never pays off"
+        out += [f"**Break-even** ({be.finetuned} vs {be.prompting}): {when}. {be.explanation}", ""]
+    return out + ["Assumptions: " + _compact(r.cost.assumptions), ""]
+
+
+def _per_class(r: RunResults) -> list[str]:
+    c = C.focus_candidate(r, "per_class")
+    if c is None or not c.per_class:
+        return ["## Per-class results", ""] + _absent("per-class results")
+    rows = [[k, C.fmt(s.precision), C.fmt(s.recall), C.fmt(s.f1), C.fmt(s.support)] for k, s in c.per_class.items()]
+    return [f"## Per-class results: {c.name}", ""] + _table(["label", "precision", "recall", "F1", "support"], rows)
+
+
+def _compact(value: object, limit: int = 300) -> str:
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _profile(r: RunResults) -> list[str]:
+    out = ["## Data profile", ""]
+    if not r.profile:
+        return out + _absent("data profile")
+    return out + [f"- **{k}**: {_compact(v)}" for k, v in r.profile.items()] + [""]
+
+
+def _settings(r: RunResults) -> list[str]:
+    out = ["## Settings", ""]
+    blocks = {"task": r.task, "budget": r.budget, "split": r.split, "data": r.data, "environment": r.environment}
+    blocks.update({f"candidate {c.name}": {"strategy": c.strategy, "model": c.model, "params": c.params,
+                                            "trainable_params": c.trainable_params, "artifact": c.artifact,
+                                            "settings": c.settings, "notes": c.notes} for c in r.candidates})
+    for name, value in blocks.items():
+        out += [f"### {name}", "", "```json", json.dumps(value, indent=2, default=str, ensure_ascii=False), "```", ""]
+    return out
+
+
+def render_markdown(results: RunResults) -> str:
+    """The report as Markdown: verdict and reasons first, then the evidence, then every setting."""
+    r = results
+    name = r.task.get("name") or "task"
+    head = [f"# tunewise report: {name}", "",
+            f"run `{r.run_id}` · {r.created} · tunewise {r.tunewise_version}"
+            + (f" · budget {r.budget['name']}" if r.budget.get("name") else "")
+            + (f" · metric {C.primary_metric(r)}" if C.primary_metric(r) else "")
+            + (f" · target {C.target(r):g}" if C.target(r) is not None else ""), ""]
+    sections = [_verdict, _candidates, _comparisons, _learning_curve, _overfitting, _forgetting, _compute, _cost,
+                _per_class, _profile, _settings]
+    lines = head + [line for section in sections for line in section(r)]
+    return "\n".join(lines).rstrip() + "\n"

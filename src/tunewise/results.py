@@ -1,0 +1,204 @@
+"""The typed shape of a run's results: what results.json holds and what every later stage reads.
+
+Stages fill it in order (candidates -> comparisons -> evidence -> verdict); the report only reads it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class Interval(BaseModel):
+    """A point estimate with its 95% interval."""
+
+    value: float
+    ci_low: float
+    ci_high: float
+
+
+class ClassScore(BaseModel):
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+class Confusion(BaseModel):
+    labels: list[str]
+    matrix: list[list[int]]  # rows: true label, columns: predicted label
+
+
+class EpochLoss(BaseModel):
+    epoch: float
+    train_loss: float
+    val_loss: float | None = None
+
+
+class CandidateResult(BaseModel):
+    """One option of the bake-off, scored on the frozen test split."""
+
+    name: str
+    family: str  # prompting | retrieval | classical | finetune
+    strategy: str  # registry name, e.g. zero_shot, lora
+    model: str | None = None
+    status: Literal["ok", "failed", "skipped"] = "ok"
+    error: str | None = None
+    metrics: dict[str, Interval] = Field(default_factory=dict)
+    per_class: dict[str, ClassScore] | None = None
+    confusion: Confusion | None = None
+    latency_ms: dict[str, float] | None = None  # p50, p95
+    prompt_tokens_mean: float | None = None
+    output_tokens_mean: float | None = None
+    train_seconds: float | None = None
+    train_tokens: int | None = None
+    train_tokens_per_s: float | None = None
+    peak_memory_mb: float | None = None
+    params: int | None = None  # model parameters (all), when a language model is used
+    trainable_params: int | None = None
+    losses: list[EpochLoss] = Field(default_factory=list)
+    artifact: str | None = None  # saved adapter / model folder
+    settings: dict = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
+    predictions: list[str] = Field(default_factory=list, exclude=True)  # kept in the store, not the JSON
+
+
+class Comparison(BaseModel):
+    """Paired test of the best candidate against another on the same test items."""
+
+    a: str
+    b: str
+    metric: str
+    diff: float  # a - b
+    ci_low: float
+    ci_high: float
+    p_value: float
+    test: str  # paired_bootstrap | mcnemar
+
+
+class CurvePoint(BaseModel):
+    fraction: float
+    n: int
+    value: float
+    ci_low: float
+    ci_high: float
+    status: Literal["ok", "failed"] = "ok"
+    error: str | None = None
+
+
+class Projection(BaseModel):
+    factor: float  # multiple of the current training size
+    n: int
+    value: float
+    ci_low: float
+    ci_high: float
+
+
+class LearningCurve(BaseModel):
+    candidate: str
+    metric: str
+    points: list[CurvePoint]
+    fit: dict[str, float] | None = None  # A, b, E of error = A * n^-b + E
+    extrapolable: bool = False
+    reason: str = ""
+    projections: list[Projection] = Field(default_factory=list)
+    n_for_target: Interval | None = None
+    target_reachable: bool | None = None  # None when no target or not extrapolable
+    ceiling: Interval | None = None  # 1 - E, the metric the fit says the model can reach
+
+
+class Overfitting(BaseModel):
+    candidate: str
+    epochs: list[EpochLoss]
+    flag: bool
+    reason: str
+
+
+class ForgettingEntry(BaseModel):
+    candidate: str
+    score: Interval
+    delta: Interval  # fine-tuned minus base, paired over probe items
+    perplexity: float | None = None
+
+
+class Forgetting(BaseModel):
+    probe: str
+    items: int
+    base_score: Interval
+    base_perplexity: float | None = None
+    models: list[ForgettingEntry]
+
+
+class ComputeEstimate(BaseModel):
+    candidate: str
+    params: int
+    trainable_params: int
+    tokens: int  # training tokens x epochs
+    flops: float
+    device_flops_per_s: float
+    estimated_seconds: float
+    measured_seconds: float | None = None
+    budget_seconds: float | None = None
+    within_budget: bool = True
+
+
+class CandidateCost(BaseModel):
+    candidate: str
+    hosting: Literal["api", "cpu", "gpu", "none"]
+    per_1k_requests: float
+    training_cost: float
+    monthly_cost: float | None = None
+
+
+class BreakEven(BaseModel):
+    finetuned: str
+    prompting: str
+    monthly_requests: float | None  # None: never pays off
+    explanation: str
+
+
+class Cost(BaseModel):
+    assumptions: dict
+    candidates: list[CandidateCost]
+    break_even: BreakEven | None = None
+
+
+class Reason(BaseModel):
+    criterion: str  # id from decide.criteria
+    finding: str  # the sentence, citing numbers
+    vote: str | None = None  # the verdict this finding supports, if any
+
+
+class Verdict(BaseModel):
+    decision: Literal["PROMPT", "RETRIEVAL", "FINE_TUNE", "SMALL_MODEL", "CLASSICAL",
+                      "COLLECT_MORE_DATA", "INSUFFICIENT_EVIDENCE"]
+    candidate: str | None = None
+    model: str | None = None
+    summary: str
+    reasons: list[Reason]
+    constraints: list[str] = Field(default_factory=list)
+    would_change: list[str] = Field(default_factory=list)
+
+
+class RunResults(BaseModel):
+    tunewise_version: str
+    run_id: str
+    created: str
+    task: dict
+    budget: dict
+    split: dict
+    data: dict = Field(default_factory=dict)  # source, hash, skipped records
+    profile: dict | None = None
+    candidates: list[CandidateResult] = Field(default_factory=list)
+    comparisons: list[Comparison] = Field(default_factory=list)
+    learning_curve: LearningCurve | None = None
+    overfitting: list[Overfitting] = Field(default_factory=list)
+    forgetting: Forgetting | None = None
+    compute: list[ComputeEstimate] = Field(default_factory=list)
+    cost: Cost | None = None
+    verdict: Verdict | None = None
+    environment: dict = Field(default_factory=dict)
+
+    def candidate(self, name: str) -> CandidateResult | None:
+        return next((c for c in self.candidates if c.name == name), None)

@@ -1,0 +1,98 @@
+"""Fine-tuning family: LoRA (PEFT) and full supervised fine-tuning, scored like every other option.
+
+The fine-tuned model is asked with the same system turn as zero-shot and scored by the same label
+likelihood, so the comparison isolates what training adds. Loss is on the answer tokens only;
+a validation slice carved from train drives early stopping; the artifact is saved in the run folder.
+"""
+
+from __future__ import annotations
+
+from tunewise.data.records import Record
+from tunewise.data.split import nested_fraction
+from tunewise.errors import ConfigError
+from tunewise.models.lm import LanguageModel, Scored
+from tunewise.strategies.base import CandidateSpec, Context, register
+from tunewise.strategies.prompts import input_turns, system_turn
+
+FULL_FT_MAX_PARAMS = 500_000_000
+
+
+class FineTune:
+    family = "finetune"
+    method = "lora"
+
+    def __init__(self, spec: CandidateSpec):
+        from tunewise.models.train import TrainConfig
+
+        self.spec = spec
+        self.model_name = spec.model or "smollm2-135m"
+        self.options = dict(spec.options)
+        self.fraction = float(self.options.pop("fraction", 1.0))  # learning-curve point
+        self.cfg_fields = set(TrainConfig.model_fields)
+        unknown = set(self.options) - self.cfg_fields
+        if unknown:
+            raise ConfigError(f"candidate '{spec.name}': unknown option(s) {sorted(unknown)}",
+                              fix=f"use {sorted(self.cfg_fields)}")
+
+    def config(self, ctx: Context):
+        from tunewise.models.train import TrainConfig
+
+        defaults = {"method": self.method, "epochs": ctx.budget.epochs, "max_length": ctx.budget.max_length,
+                    "seed": ctx.seed}
+        return TrainConfig(**(defaults | self.options))
+
+    def settings(self) -> dict:
+        return {"model": self.model_name, "method": self.method, "fraction": self.fraction, **self.options}
+
+    def examples(self, lm: LanguageModel, records: list[Record], system):
+        from tunewise.models.train import Example
+
+        return [Example(prompt_ids=lm.encode(lm.render(system + input_turns(r), add_generation_prompt=True)),
+                        completion_ids=lm.label_ids([r.output])[0]) for r in records]
+
+    def fit(self, ctx: Context) -> dict:
+        from tunewise.models.load import count_params, load_model
+        from tunewise.models.train import save_artifact, train
+
+        cfg = self.config(ctx)
+        model, tokenizer = load_model(self.model_name, device=ctx.device, dtype="float32")
+        params = count_params(model)[0]
+        if self.method == "full" and params > FULL_FT_MAX_PARAMS:
+            raise ConfigError(f"full fine-tuning is limited to models under {FULL_FT_MAX_PARAMS / 1e6:.0f}M "
+                              f"parameters; {self.model_name} has {params / 1e6:.0f}M", fix="use lora")
+        self.system = system_turn(ctx.task, ctx.labels)
+        base = LanguageModel(model, tokenizer, self.model_name)
+        records = nested_fraction(ctx.train, self.fraction, seed=ctx.seed,
+                                  stratified=ctx.task.type == "classification")
+        result = train(model, tokenizer, self.examples(base, records, self.system),
+                       self.examples(base, ctx.validation, self.system), cfg, ctx.work_dir,
+                       progress=ctx.progress is not None)
+        artifact = save_artifact(result.model, tokenizer, ctx.work_dir / ("adapter" if self.method == "lora" else "model"))
+        result.model.eval()
+        self.lm = LanguageModel(result.model, tokenizer, self.model_name)
+        self._label_ids = self.lm.label_ids(ctx.labels) if ctx.task.type == "classification" else None
+        self._cache = None
+        return {"train_records": len(records), "train_seconds": result.seconds, "train_tokens": result.tokens,
+                "train_tokens_per_s": result.tokens_per_s, "peak_memory_mb": result.peak_memory_mb,
+                "losses": result.losses, "artifact": str(artifact), "params": params,
+                "trainable_params": count_params(result.model)[1],
+                "notes": ([f"stopped early after epoch {result.best_epoch}"] if result.stopped_early else [])
+                + ([f"resumed from step {result.resumed_from_step}"] if result.resumed_from_step else [])}
+
+    def predict(self, ctx: Context, record: Record) -> Scored:
+        rest = input_turns(record)
+        if ctx.task.type == "generation":
+            return self.lm.generate(self.system + rest)
+        if self._cache is None:
+            self._cache = self.lm.prefix_cache(self.lm.split_prompt(self.system, rest)[0])
+        return self.lm.classify(self.system, rest, ctx.labels, cache=self._cache, label_ids=self._label_ids)
+
+
+@register("lora")
+class LoRA(FineTune):
+    method = "lora"
+
+
+@register("full_ft")
+class FullFineTune(FineTune):
+    method = "full"

@@ -1,0 +1,165 @@
+"""Prompting family: the model as-is, static few-shot, and retrieved (k-nearest) few-shot.
+
+All three build the same system turn and differ only in which training examples precede the
+input. Examples come from the training records only, never from the test split. Classification
+is scored by label likelihood; with `calibrate` the label scores are corrected by the scores the
+model gives a content-free input ("N/A"), which removes its prior for some labels
+(contextual calibration, Zhao et al. 2021).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+
+import numpy as np
+
+from tunewise.data.records import Record
+from tunewise.models.lm import Scored
+from tunewise.strategies.base import CandidateSpec, Context, register
+from tunewise.strategies.prompts import example_turns, input_turns, system_turn
+
+CONTENT_FREE = "N/A"
+
+
+class PromptStrategy:
+    family = "prompting"
+    uses_examples = False
+
+    def __init__(self, spec: CandidateSpec):
+        self.spec = spec
+        self.model_name = spec.model or "smollm2-135m"
+        self.k = spec.options.get("k")
+        self.calibrate = bool(spec.options.get("calibrate", True))
+        self.max_new_tokens = int(spec.options.get("max_new_tokens", 64))
+
+    def settings(self) -> dict:
+        s = {"model": self.model_name, "calibrate": self.calibrate}
+        if self.uses_examples:
+            s["k"] = self.k
+        return s
+
+    def fit(self, ctx: Context) -> dict:
+        if self.uses_examples and self.k is None:
+            self.k = ctx.budget.shots
+        self.lm = ctx.models.lm(self.model_name)
+        self.system = system_turn(ctx.task, ctx.labels)
+        self.prepare(ctx)
+        self._shared_prefix: tuple | None = None
+        self._label_ids = self.lm.label_ids(ctx.labels) if ctx.task.type == "classification" else None
+        self._prior: dict[tuple, list[float]] = {}
+        return {}
+
+    def prepare(self, ctx: Context) -> None:
+        """Choose examples once (static) or build an index (retrieved)."""
+
+    def examples_for(self, record: Record) -> list[Record]:
+        return []
+
+    def candidate_labels(self, ctx: Context, examples: list[Record]) -> list[str]:
+        return ctx.labels
+
+    def predict(self, ctx: Context, record: Record) -> Scored:
+        examples = self.examples_for(record)
+        shared = self.system + (example_turns(examples) if not self.per_record_examples else [])
+        rest = (example_turns(examples) if self.per_record_examples else []) + input_turns(record)
+        if ctx.task.type == "generation":
+            return self.lm.generate(shared + rest, max_new_tokens=self.max_new_tokens)
+        labels = self.candidate_labels(ctx, examples)
+        label_ids = self._label_ids if labels is ctx.labels else self.lm.label_ids(labels)
+        cache = self._cache(shared)
+        scored = self.lm.classify(shared, rest, labels, cache=cache, label_ids=label_ids)
+        if self.calibrate:
+            prior = self._content_free(shared, labels, label_ids, examples)
+            adjusted = [lp - p for lp, p in zip(scored.label_logprobs, prior)]
+            scored.prediction = labels[int(np.argmax(adjusted))]
+        return scored
+
+    per_record_examples = False
+
+    def _cache(self, shared):
+        """The shared prefix's KV cache, built once (per distinct prefix) and reused."""
+        key = tuple(shared)
+        if self._shared_prefix is None or self._shared_prefix[0] != key:
+            prefix_ids, _ = self.lm.split_prompt(shared, [("user", CONTENT_FREE)])
+            self._shared_prefix = (key, self.lm.prefix_cache(prefix_ids))
+        return self._shared_prefix[1]
+
+    def _content_free(self, shared, labels, label_ids, examples) -> list[float]:
+        key = (tuple(shared), tuple(labels), tuple(r.id for r in examples) if self.per_record_examples else ())
+        if key not in self._prior:
+            rest = (example_turns(examples) if self.per_record_examples else []) + [("user", CONTENT_FREE)]
+            self._prior[key] = self.lm.classify(shared, rest, labels, cache=self._cache(shared),
+                                                label_ids=label_ids).label_logprobs
+        return self._prior[key]
+
+
+@register("zero_shot")
+class ZeroShot(PromptStrategy):
+    pass
+
+
+@register("few_shot")
+class FewShot(PromptStrategy):
+    """k examples chosen once, balanced across classes (round-robin over labels, seeded)."""
+
+    uses_examples = True
+
+    def prepare(self, ctx: Context) -> None:
+        rng = random.Random(ctx.seed)
+        by_label: dict[str, list[Record]] = defaultdict(list)
+        for r in ctx.train:
+            by_label[r.output if ctx.task.type == "classification" else "_"].append(r)
+        pools = [rng.sample(v, len(v)) for _, v in sorted(by_label.items())]
+        rng.shuffle(pools)
+        chosen: list[Record] = []
+        while len(chosen) < self.k and any(pools):
+            for pool in pools:
+                if pool and len(chosen) < self.k:
+                    chosen.append(pool.pop())
+        rng.shuffle(chosen)
+        self.examples = chosen
+
+    def examples_for(self, record: Record) -> list[Record]:
+        return self.examples
+
+
+@register("knn_few_shot")
+class KnnFewShot(PromptStrategy):
+    """The k nearest training examples to each test input (MiniLM embeddings), nearest last.
+
+    With many labels (more than `restrict_above`), scoring is restricted to the labels of the
+    retrieved neighbours (the k*4 nearest): results say so in their notes.
+    """
+
+    uses_examples = True
+    per_record_examples = True
+
+    def settings(self) -> dict:
+        return super().settings() | {"embedder": "all-minilm-l6-v2",
+                                     "restrict_above": self.spec.options.get("restrict_above", 20)}
+
+    def prepare(self, ctx: Context) -> None:
+        from tunewise.models.embed import get_embedder
+
+        self.embedder = get_embedder()
+        self.train = list(ctx.train)
+        self.train_emb = self.embedder.encode([r.text for r in self.train])
+        self.restrict = ctx.task.type == "classification" and len(ctx.labels) > self.settings()["restrict_above"]
+        if self.restrict:
+            ctx.notes.append(f"{self.spec.name}: labels restricted to those of the {self.k * 4} nearest "
+                             "training examples for each input")
+
+    def examples_for(self, record: Record) -> list[Record]:
+        from tunewise.models.embed import nearest
+
+        q = self.embedder.encode([record.text])
+        idx, _ = nearest(q, self.train_emb, max(self.k * 4, self.k))
+        self._neighbours = [self.train[i] for i in idx[0]]
+        return list(reversed(self._neighbours[: self.k]))
+
+    def candidate_labels(self, ctx: Context, examples: list[Record]) -> list[str]:
+        if not self.restrict:
+            return ctx.labels
+        seen = {r.output for r in self._neighbours}
+        return [label for label in ctx.labels if label in seen]
