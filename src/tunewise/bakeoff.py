@@ -78,6 +78,7 @@ def run_candidate(spec: CandidateSpec, ctx: Context, test: list[Record], store: 
                              settings=settings)
     ctx.work_dir = ctx.work_dir / spec.name
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
+    ctx.checkpoint_dir = store.root / "checkpoints" / key
     ctx.notes = []
     try:
         import torch

@@ -21,7 +21,8 @@ STATE = {"debug": False}
 
 DataArg = typer.Argument(None, help="data file: .jsonl (chat, prompt/completion, input/output, text/label), .csv or .tsv")
 TaskOpt = typer.Option(None, "--task", help="task file (YAML): type, fields, labels, metric, target, constraints")
-DemoOpt = typer.Option(None, "--demo", help="use the embedded demo: 'sentiment' or 'condition'", show_default=False)
+DemoOpt = typer.Option(False, "--demo", help="use the embedded demo: `--demo` (drug-review sentiment) or "
+                       "`--demo condition` (the word takes DATA's place)")
 TestOpt = typer.Option(None, "--test", help="held-out test file (else a seeded split of DATA)")
 SkipOpt = typer.Option(False, "--skip-invalid", help="skip bad records (counted and listed) instead of stopping")
 ModelOpt = typer.Option("smollm2-135m", "--model", help="language model: shipped alias, folder, .gguf or hub id")
@@ -68,7 +69,7 @@ def _fail(exc: TunewiseError):
 
     if isinstance(exc, InvalidRecords):
         for issue in exc.issues[:50]:
-            console.print(f"  {issue}", markup=False, highlight=False)
+            console.print(f"  {issue}", markup=False, highlight=False, soft_wrap=True)
         if len(exc.issues) > 50:
             console.print(f"  ... and {len(exc.issues) - 50} more")
     console.print(f"error: {exc}", style="bold red", markup=False, highlight=False, soft_wrap=True)
@@ -93,12 +94,17 @@ def guarded(fn):
 def _prepare(data, demo, task, test, skip_invalid, seed, model):
     from tunewise.data.prepare import prepare
 
+    if demo:  # `--demo condition`: the demo task's name arrives as DATA
+        demo, data = (str(data) if data else "sentiment"), None
+    else:
+        demo = None
+
     prep = prepare(str(data) if data else None, demo=demo, task_file=str(task) if task else None,
                    test_file=str(test) if test else None, skip_invalid=skip_invalid, seed=seed, model=model)
     if prep.skipped:
         console.print(f"[yellow]skipped {len(prep.skipped)} invalid record(s):[/yellow]")
         for issue in prep.skipped[:20]:
-            console.print(f"  {issue}", markup=False, highlight=False)
+            console.print(f"  {issue}", markup=False, highlight=False, soft_wrap=True)
     return prep
 
 
@@ -119,7 +125,7 @@ def _profile(prep, model, store_dir, progress, max_length=256):
 
 @app.command("profile")
 @guarded
-def profile_cmd(data: Optional[Path] = DataArg, task: Optional[Path] = TaskOpt, demo: Optional[str] = DemoOpt,
+def profile_cmd(data: Optional[Path] = DataArg, task: Optional[Path] = TaskOpt, demo: bool = DemoOpt,
                 test: Optional[Path] = TestOpt, skip_invalid: bool = SkipOpt, model: str = ModelOpt,
                 store: Path = StoreOpt, seed: int = SeedOpt,
                 max_length: int = typer.Option(256, "--max-length", help="token limit to report the share over"),
@@ -139,7 +145,7 @@ def profile_cmd(data: Optional[Path] = DataArg, task: Optional[Path] = TaskOpt, 
 
 @app.command("run")
 @guarded
-def run_cmd(data: Optional[Path] = DataArg, task: Optional[Path] = TaskOpt, demo: Optional[str] = DemoOpt,
+def run_cmd(data: Optional[Path] = DataArg, task: Optional[Path] = TaskOpt, demo: bool = DemoOpt,
             test: Optional[Path] = TestOpt, skip_invalid: bool = SkipOpt, model: str = ModelOpt,
             budget: str = typer.Option("standard", "--budget", help="quick | standard | full: caps on test size, "
                                        "epochs, shots, curve points"),
@@ -160,8 +166,6 @@ def run_cmd(data: Optional[Path] = DataArg, task: Optional[Path] = TaskOpt, demo
     from tunewise.runner import RunOptions, run
     from tunewise.store import Store
 
-    if demo is None and data is None:
-        demo = None
     progress = Progress()
     bud = get_budget(budget)
     prep = _prepare(data, demo, task, test, skip_invalid, seed, model)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tunewise.errors import ConfigError
 
@@ -73,10 +73,31 @@ class TaskSpec(_Strict):
             raise ValueError("labels must list at least two distinct labels")
         return self
 
+    @field_validator("input_template")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_template(value)
+        return value
+
     @property
     def primary_metric(self) -> str:
         assert self.metric is not None
         return self.metric
+
+
+def _check_template(template: str) -> None:
+    """input_template must be a format string over named record fields, e.g. '{drugName}: {review}'."""
+    import string
+
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+        if not names or any(not n or n.isdigit() or any(c in n for c in ".[]") for n in names):
+            raise ValueError
+        template.format_map({n: "x" for n in names})
+    except (ValueError, KeyError, IndexError, AttributeError, TypeError):
+        raise ValueError(f"input_template {template!r} must name record fields in braces, e.g. "
+                         "'{title}: {body}'") from None
 
 
 def load_task(path: str | Path | None, overrides: dict | None = None) -> TaskSpec:

@@ -7,9 +7,11 @@ carries the skipped ones, so nothing is dropped silently.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 from tunewise.config import TaskSpec
@@ -19,6 +21,10 @@ from tunewise.errors import DataError
 # Field pairs recognised in JSONL when the task file does not name them, in order of preference.
 JSONL_FORMATS = [("prompt", "completion"), ("input", "output"), ("text", "label")]
 ROLES = {"system", "user", "assistant"}
+# Line breaks, as editors count them. Not str.splitlines(): it also breaks at U+2028, U+0085 and
+# other characters that JSON allows raw inside a string.
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+_NEWLINE_BYTES = re.compile(rb"\r\n|\r|\n")
 
 
 class InvalidRecords(DataError):
@@ -43,12 +49,17 @@ def read_text(path: str | Path) -> str:
         raise DataError(str(p), "is a directory, not a data file", fix="pass a .jsonl, .csv or .tsv file")
     if not p.exists():
         raise DataError(str(p), "no such file", fix="check the path")
-    raw = p.read_bytes()
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise DataError(str(p), f"cannot be read ({exc.strerror or exc})",
+                        fix="check the path and its permissions") from exc
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(str(p), f"not valid UTF-8 at byte {exc.start}", line=line,
+        start = exc.start + (len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0)  # BOM stripped first
+        line = len(_NEWLINE_BYTES.split(raw[:start]))
+        raise DataError(str(p), f"not valid UTF-8 at byte {start}", line=line,
                         fix="re-save the file as UTF-8") from exc
     if not text.strip():
         raise DataError(str(p), "the file is empty", fix="point at a file with records")
@@ -79,7 +90,7 @@ def load_records(path: str | Path, task: TaskSpec, *, skip_invalid: bool = False
 
 
 def _jsonl_rows(text: str, source: str):
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(_NEWLINE.split(text), start=1):
         if not line.strip():
             continue
         try:
@@ -87,35 +98,53 @@ def _jsonl_rows(text: str, source: str):
         except json.JSONDecodeError as exc:
             yield number, _Bad(None, f"malformed JSON ({exc.msg} at column {exc.colno})")
             continue
+        except (ValueError, RecursionError) as exc:  # an integer too long to convert, nesting too deep
+            yield number, _Bad(None, f"malformed JSON ({str(exc).split(':')[0]})")
+            continue
         yield number, row if isinstance(row, dict) else _Bad(None, f"expected a JSON object, got {type(row).__name__}")
 
 
 def _csv_rows(text: str, source: str, task: TaskSpec):
     delimiter = task.delimiter or ("\t" if source.lower().endswith(".tsv") else ",")
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
-    columns = reader.fieldnames or []
+    rows = _csv_lines(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), source)
+    header_line, columns = next(rows, (1, []))
     for needed in _csv_needed_columns(task, columns):
         if needed not in columns:
-            raise DataError(source, f"no column '{needed}' (columns: {', '.join(columns)})", line=1,
-                            fix="map columns with input_field/output_field in the task file")
-    start = 2
-    for row in reader:
-        line = start
-        start = reader.line_num + 1
-        if None in row:
-            yield line, _Bad(None, f"{len(columns) + len(row[None])} cells, header has {len(columns)}")
+            raise DataError(source, f"no column {needed!r} (columns: {', '.join(map(repr, columns))})",
+                            line=header_line, fix="map columns with input_field/output_field in the task file")
+    for line, cells in rows:
+        if len(cells) > len(columns):
+            yield line, _Bad(None, f"{len(cells)} cells, header has {len(columns)}")
             continue
-        yield line, row
+        yield line, dict(zip(columns, cells))  # cells missing at the end read as missing fields
+
+
+def _csv_lines(reader, source: str):
+    """(first line, cells) for each non-blank row. A row's line is where it starts: quoted cells can
+    span lines and blank lines are skipped, so it is counted from where the previous row ended."""
+    end = 0
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise DataError(source, f"unreadable CSV ({exc})", line=end + 1,
+                            fix="check the quoting of this row") from exc
+        line, end = end + 1, reader.line_num
+        if cells:
+            yield line, cells
 
 
 def _csv_needed_columns(task: TaskSpec, columns: list[str]) -> list[str]:
+    out = task.output_field
     if task.input_field or task.input_template:
         needed = [task.input_field] if task.input_field else _template_fields(task.input_template or "")
-        return [c for c in needed if c] + [task.output_field or "label"]
-    for inp, out in JSONL_FORMATS:
-        if inp in columns and out in columns:
-            return [inp, out]
-    return ["text", "label"]
+        return [c for c in needed if c] + [out or "label"]
+    for inp, default_out in JSONL_FORMATS:
+        if inp in columns and (out or default_out) in columns:
+            return [inp, out or default_out]
+    return ["text", out or "label"]
 
 
 def _template_fields(template: str) -> list[str]:
@@ -124,18 +153,24 @@ def _template_fields(template: str) -> list[str]:
 
 
 def _to_record(row: dict, task: TaskSpec, source: str, line: int) -> Record:
+    out = task.output_field
     if task.input_field or task.input_template:
+        out_name = out or "label"
         messages = (("user", _input(row, task)),)
-        output = _field(row, task.output_field or "label")
+        output = _field(row, out_name)
     elif "messages" in row:
+        out_name = "messages"
         messages, output = _chat(row["messages"])
     else:
-        pair = next(((i, o) for i, o in JSONL_FORMATS if i in row), None)
+        # prefer a pair whose two fields are both there (as the CSV column check does)
+        pair = next(((i, o) for i, o in JSONL_FORMATS if i in row and (out or o) in row), None) \
+            or next(((i, o) for i, o in JSONL_FORMATS if i in row), None)
         if pair is None:
             raise _Bad(None, "no recognised fields: expected messages, prompt/completion, input/output or text/label")
-        messages, output = (("user", _field(row, pair[0])),), _field(row, task.output_field or pair[1])
+        out_name = out or pair[1]
+        messages, output = (("user", _field(row, pair[0])),), _field(row, out_name)
     if task.labels is not None and task.type == "classification" and output not in task.labels:
-        raise _Bad(task.output_field or "label", f"label '{output}' is not in the declared set {task.labels}")
+        raise _Bad(out_name, f"label {output!r} is not in the declared set {task.labels}")  # repr: one line
     date = str(row[task.date_field]) if task.date_field and row.get(task.date_field) not in (None, "") else None
     return Record(id=f"{Path(source).name}:{line}", messages=messages, output=output,
                   source=source, line=line, date=date)
@@ -165,7 +200,7 @@ def _chat(messages) -> tuple[tuple[tuple[str, str], ...], str]:
         raise _Bad("messages", "expected a non-empty list of {role, content} objects")
     turns = []
     for i, m in enumerate(messages):
-        if not isinstance(m, dict) or m.get("role") not in ROLES:
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or m["role"] not in ROLES:
             raise _Bad(f"messages[{i}].role", f"expected one of {sorted(ROLES)}")
         content = m.get("content")
         if not isinstance(content, str):

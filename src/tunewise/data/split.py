@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 
@@ -36,7 +37,10 @@ def seeded_split(records: list[Record], *, fraction: float, seed: int, stratifie
     if len(records) < 2:
         return list(records), []
     labels = _stratify(records, fraction) if stratified else None
-    rest, held = train_test_split(records, test_size=fraction, random_state=seed, stratify=labels)
+    # a count, not the fraction: sklearn's ceil(fraction * n) can overshoot by one on float error
+    # (e.g. subsample(25 records, limit=7) held 8)
+    n_held = min(len(records) - 1, max(1, math.ceil(fraction * len(records) - 1e-9)))
+    rest, held = train_test_split(records, test_size=n_held, random_state=seed, stratify=labels)
     return list(rest), list(held)
 
 

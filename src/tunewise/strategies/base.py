@@ -39,8 +39,9 @@ class Context:
     validation: list[Record]
     budget: Budget
     seed: int
-    work_dir: Path
+    work_dir: Path  # this candidate's folder in the run (artifacts)
     models: "ModelPool"
+    checkpoint_dir: Path | None = None  # in the store, keyed by the candidate: survives a new run folder
     device: str = "auto"
     progress: Callable[[str, int], Callable[[], None]] | None = None  # (description, total) -> advance
     notes: list[str] = field(default_factory=list)

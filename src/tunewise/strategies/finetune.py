@@ -65,11 +65,10 @@ class FineTune:
         records = nested_fraction(ctx.train, self.fraction, seed=ctx.seed,
                                   stratified=ctx.task.type == "classification")
         result = train(model, tokenizer, self.examples(base, records, self.system),
-                       self.examples(base, ctx.validation, self.system), cfg, ctx.work_dir,
+                       self.examples(base, ctx.validation, self.system), cfg, ctx.checkpoint_dir or ctx.work_dir,
                        progress=ctx.progress is not None)
         artifact = save_artifact(result.model, tokenizer, ctx.work_dir / ("adapter" if self.method == "lora" else "model"))
-        result.model.eval()
-        self.lm = LanguageModel(result.model, tokenizer, self.model_name)
+        self.lm = LanguageModel(self._for_scoring(result.model, ctx.device), tokenizer, self.model_name)
         self._label_ids = self.lm.label_ids(ctx.labels) if ctx.task.type == "classification" else None
         self._cache = None
         return {"train_records": len(records), "train_seconds": result.seconds, "train_tokens": result.tokens,
@@ -78,6 +77,15 @@ class FineTune:
                 "trainable_params": count_params(result.model)[1],
                 "notes": ([f"stopped early after epoch {result.best_epoch}"] if result.stopped_early else [])
                 + ([f"resumed from step {result.resumed_from_step}"] if result.resumed_from_step else [])}
+
+    @staticmethod
+    def _for_scoring(model, device: str):
+        """LoRA merged into the base and cast like the prompting candidates: same scoring speed."""
+        from tunewise.models.load import pick_device, pick_dtype
+
+        if hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()
+        return model.to(pick_dtype("auto", pick_device(device))).eval()
 
     def predict(self, ctx: Context, record: Record) -> Scored:
         rest = input_turns(record)

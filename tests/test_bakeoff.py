@@ -1,0 +1,205 @@
+"""The bake-off's promises: label scoring is exact, test data never reaches a prompt, failures are
+contained, finished work is reused and interrupted training resumes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tunewise.bakeoff import compare, run_bakeoff
+from tunewise.config import BUDGETS, TaskSpec
+from tunewise.data.records import Record
+from tunewise.models.lm import LanguageModel, Scored
+from tunewise.store import Store
+from tunewise.strategies import CandidateSpec, Context, ModelPool, build, register
+from tunewise.errors import ConfigError
+from tunewise.ui import Progress
+
+TASK = TaskSpec(name="t", type="classification", labels=["neg", "negative", "positive"],
+                instruction="Classify the sentiment.")
+
+
+def rec(i: int, text: str, label: str) -> Record:
+    return Record(id=f"r{i}", messages=(("user", text),), output=label, source="mem", line=i)
+
+
+TRAIN = [rec(i, f"train review {i} {'bad' if i % 2 else 'good'}", "negative" if i % 2 else "positive")
+         for i in range(30)]
+TEST = [rec(100 + i, f"held-out test text {i} {'awful' if i % 2 else 'great'}",
+            "negative" if i % 2 else "positive") for i in range(8)]
+
+
+@pytest.fixture(scope="module")
+def lm():
+    from tunewise.models.load import load_model
+
+    model, tok = load_model("smollm2-135m", dtype="float32")
+    return LanguageModel(model, tok, "smollm2-135m")
+
+
+def naive_logprob(lm: LanguageModel, messages, label: str) -> float:
+    """The reference: one full forward over prompt + label, summing the label tokens' log-probs."""
+    prompt = lm.encode(lm.render(messages, add_generation_prompt=True))
+    ids = lm.label_ids([label])[0]
+    with torch.no_grad():
+        logp = torch.log_softmax(lm.model(torch.tensor([prompt + ids])).logits[0].float(), -1)
+    return sum(logp[len(prompt) - 1 + j, t].item() for j, t in enumerate(ids))
+
+
+def test_multi_token_labels_match_a_full_forward(lm):
+    labels = ["neg", "negative", "credit card payment declined", "positive"]
+    assert any(len(ids) > 2 for ids in lm.label_ids(labels))  # really multi-token
+    shared = [("system", "Classify the text.")]
+    rest = [("user", "The payment did not go through and I am upset.")]
+    scored = lm.classify(shared, rest, labels)
+    expected = [naive_logprob(lm, shared + rest, label) for label in labels]
+    assert scored.label_logprobs == pytest.approx(expected, abs=2e-3)
+    # 'neg' is a prefix of 'negative': the end-of-turn token must tell them apart
+    assert abs(scored.label_logprobs[0] - scored.label_logprobs[1]) > 1e-3
+    assert scored.prediction == labels[max(range(4), key=lambda i: expected[i])]
+
+
+def test_shared_prefix_cache_is_reused_without_changing_scores(lm):
+    shared = [("system", "Classify the text."), ("user", "great stuff"), ("assistant", "positive")]
+    labels = ["negative", "positive"]
+    prefix_ids, _ = lm.split_prompt(shared, [("user", "x")])
+    cache = lm.prefix_cache(prefix_ids)
+    for text in ("terrible", "lovely", "meh"):
+        rest = [("user", text)]
+        cached = lm.classify(shared, rest, labels, cache=cache).label_logprobs
+        fresh = [naive_logprob(lm, shared + rest, label) for label in labels]
+        assert cached == pytest.approx(fresh, abs=2e-3)
+
+
+class RecordingLM:
+    """Stands in for a language model: records every prompt it is shown."""
+
+    def __init__(self):
+        self.prompts = []
+
+    def label_ids(self, labels):
+        return [[i] for i, _ in enumerate(labels)]
+
+    def split_prompt(self, shared, rest):
+        return [1], [2]
+
+    def prefix_cache(self, ids):
+        return object()
+
+    def classify(self, shared, rest, labels, cache=None, label_ids=None):
+        self.prompts.append(list(shared) + list(rest))
+        return Scored(labels[0], 0.001, 10, 1, [0.0] * len(labels))
+
+
+class FakePool(ModelPool):
+    def __init__(self):
+        super().__init__()
+        self.fake = RecordingLM()
+
+    def lm(self, name):
+        return self.fake
+
+
+def ctx_for(tmp_path, pool=None, train=TRAIN) -> Context:
+    return Context(task=TASK, labels=TASK.labels, train=train, validation=[], budget=BUDGETS["quick"], seed=0,
+                   work_dir=tmp_path, models=pool or FakePool())
+
+
+@pytest.mark.parametrize("strategy", ["few_shot", "knn_few_shot"])
+def test_no_test_example_ever_appears_in_a_prompt(tmp_path, strategy):
+    ctx = ctx_for(tmp_path)
+    s = build(CandidateSpec(name=strategy, strategy=strategy, model="fake", options={"k": 4}))
+    s.fit(ctx)
+    for record in TEST:
+        s.predict(ctx, record)
+    prompts = ctx.models.fake.prompts
+    assert len(prompts) >= len(TEST)
+    test_texts = {r.text for r in TEST}
+    for record, prompt in zip(TEST, [p for p in prompts if p[-1][1] != "N/A"]):
+        examples = prompt[1:-1]  # between the system turn and the input itself
+        assert len([m for m in examples if m[0] == "user"]) == 4
+        assert not test_texts & {content for _, content in examples}
+        assert prompt[-1] == ("user", record.text)
+
+
+def test_few_shot_examples_are_balanced_across_classes(tmp_path):
+    ctx = ctx_for(tmp_path)
+    s = build(CandidateSpec(name="few_shot", strategy="few_shot", model="fake", options={"k": 4}))
+    s.fit(ctx)
+    assert sorted(r.output for r in s.examples) == ["negative", "negative", "positive", "positive"]
+
+
+def test_unknown_strategy_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="few_shot.*lora|lora.*zero_shot"):
+        build(CandidateSpec(name="x", strategy="nope"))
+
+
+@register("explodes_for_test")
+class Explodes:
+    family = "prompting"
+
+    def __init__(self, spec):
+        pass
+
+    def settings(self):
+        return {}
+
+    def fit(self, ctx):
+        raise RuntimeError("boom: out of memory on purpose")
+
+    def predict(self, ctx, record):
+        raise AssertionError("not reached")
+
+
+def bakeoff(tmp_path, specs, store):
+    return run_bakeoff(specs, task=TASK, labels=TASK.labels, train=TRAIN, validation=[], test=TEST,
+                       budget=BUDGETS["quick"], seed=0, run_dir=tmp_path / "run", store=store, data_key="k",
+                       progress=Progress(quiet=True))
+
+
+def test_a_failing_candidate_is_recorded_and_the_run_goes_on(tmp_path):
+    specs = [CandidateSpec(name="majority", strategy="majority"),
+             CandidateSpec(name="boom", strategy="explodes_for_test"),
+             CandidateSpec(name="classical", strategy="classical")]
+    results = bakeoff(tmp_path, specs, Store(tmp_path / "store"))
+    by_name = {c.name: c for c in results}
+    assert by_name["boom"].status == "failed" and "boom: out of memory" in by_name["boom"].error
+    assert by_name["majority"].status == by_name["classical"].status == "ok"
+    assert (tmp_path / "run" / "candidates" / "boom" / "error.txt").is_file()
+    ok = [c for c in results if c.status == "ok"]
+    assert all(0 <= c.metrics["accuracy"].ci_low <= c.metrics["accuracy"].value <= c.metrics["accuracy"].ci_high
+               for c in ok)
+    comparisons = compare(results, TEST, "accuracy", TASK.labels, 200, 0)
+    assert {(c.a, c.b) for c in comparisons} and all(c.b != "boom" and c.a != "boom" for c in comparisons)
+
+
+def test_finished_candidates_are_reused_from_the_store(tmp_path, monkeypatch):
+    store = Store(tmp_path / "store")
+    specs = [CandidateSpec(name="classical", strategy="classical")]
+    first = bakeoff(tmp_path, specs, store)[0]
+    from tunewise.strategies import classical
+
+    monkeypatch.setattr(classical.TfidfLogistic, "fit", lambda self, ctx: pytest.fail("recomputed"))
+    second = bakeoff(tmp_path, specs, store)[0]
+    assert second.predictions == first.predictions and second.metrics == first.metrics
+
+
+def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    import tunewise.models.train as train_module
+
+    store = Store(tmp_path / "store")
+    spec = CandidateSpec(name="lora", strategy="lora", model="smollm2-135m",
+                         options={"checkpoint_every": 1, "batch_size": 4, "max_length": 48, "r": 4})
+    real_train = train_module.train
+
+    def interrupted(*args, **kwargs):
+        return real_train(*args, **kwargs, _stop_after_steps=3)
+
+    monkeypatch.setattr(train_module, "train", interrupted)
+    first = bakeoff(tmp_path, [spec], store)[0]
+    assert first.status == "failed" and "stopped after 3 steps" in first.error
+    monkeypatch.setattr(train_module, "train", real_train)
+    second = bakeoff(tmp_path, [spec], store)[0]
+    assert second.status == "ok", second.error
+    assert "resumed from step 3" in second.notes
+    assert second.artifact and (tmp_path / "run" / "candidates" / "lora" / "adapter").is_dir()

@@ -1,0 +1,214 @@
+"""Fine-tuning: completion-only loss at loss positions, LoRA learning, resume, artifacts, DDP launch."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tunewise.models.train import (
+    CompletionLoss,
+    Example,
+    FastDropout,
+    TrainConfig,
+    _StopForTest,
+    collate,
+    completion_loss,
+    length_grouped_batches,
+    save_artifact,
+    train,
+    truncate,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+END = "<|im_end|>"
+
+
+@pytest.fixture(scope="module")
+def base():
+    from tunewise.models.load import load_model
+
+    model, tok = load_model("smollm2-135m", device="cpu", dtype="float32")
+    return model, tok
+
+
+def enc(tok, text: str) -> list[int]:
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def secret_examples(tok, items: range, word: str = " zebra") -> list[Example]:
+    return [Example(enc(tok, f"Q: what is the secret word for item {i}?\nA:"), enc(tok, word + END)) for i in items]
+
+
+def logprob(model, prompt: list[int], completion: list[int]) -> float:
+    batch = collate([(prompt + completion, len(prompt))], 0)
+    with torch.no_grad():
+        return -float(CompletionLoss(model)(**batch, reduction="sum"))
+
+
+# -- pure helpers ------------------------------------------------------------------------------
+
+def test_truncate_keeps_completion_and_cuts_prompt_from_left():
+    ids, p = truncate(Example(list(range(10)), [100, 101, 102]), 8)
+    assert ids == [5, 6, 7, 8, 9, 100, 101, 102] and p == 5
+    ids, p = truncate(Example([1, 2], [3]), 8)
+    assert ids == [1, 2, 3] and p == 2
+    ids, p = truncate(Example([1, 2, 3], list(range(100, 120))), 6)  # completion too long: keep 1 prompt token
+    assert ids == [3, 100, 101, 102, 103, 104] and p == 1
+
+
+def test_length_grouped_batches_cover_everything_once_and_cut_padding():
+    import random
+
+    lengths = [random.Random(i).randint(5, 300) for i in range(400)]
+    batches = length_grouped_batches(lengths, 8, seed=3)
+    assert sorted(i for b in batches for i in b) == list(range(400))
+    assert max(lengths[i] for i in batches[0]) == max(lengths)
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    shuffled = list(range(400))
+    random.Random(0).shuffle(shuffled)
+    naive = sum(len(shuffled[i:i + 8]) * max(lengths[j] for j in shuffled[i:i + 8]) for i in range(0, 400, 8))
+    assert padded < 0.8 * naive
+    assert batches == length_grouped_batches(lengths, 8, seed=3)  # deterministic (resume relies on it)
+
+
+def test_fast_dropout_keeps_probability_and_scale():
+    torch.manual_seed(0)
+    drop = FastDropout(0.1).train()
+    x = torch.ones(1000, 1001)
+    y = drop(x)
+    assert abs(float((y == 0).float().mean()) - 0.1) < 0.003
+    assert torch.allclose(y[y != 0], torch.tensor(1 / 0.9))
+    assert drop.eval()(x) is x
+
+
+def test_config_defaults_and_forbids_unknown():
+    cfg = TrainConfig()
+    assert cfg.lr() == 2e-4 and TrainConfig(method="full").lr() == 3e-5
+    assert all(f.description for f in TrainConfig.model_fields.values())
+    with pytest.raises(Exception):
+        TrainConfig(rank=4)
+
+
+# -- with the model ----------------------------------------------------------------------------
+
+def test_loss_at_loss_positions_matches_full_forward(base):
+    model, tok = base
+    items = [truncate(Example(enc(tok, f"Tell me about item {i} please, in a few words:"),
+                              enc(tok, " it is fine" * (i + 1) + END)), 64) for i in range(3)]
+    batch = collate(items, tok.pad_token_id)
+    labels = torch.full_like(batch["input_ids"], -100)
+    for b, (ids, p) in enumerate(items):
+        labels[b, p:len(ids)] = torch.tensor(ids[p:])
+    with torch.no_grad():
+        reference = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss
+        fast = completion_loss(model, batch)
+        slow = completion_loss(model, batch, fast=False)
+    assert CompletionLoss(model).fast
+    assert abs(float(fast) - float(reference)) < 1e-4
+    assert abs(float(slow) - float(reference)) < 1e-4
+
+
+@pytest.fixture(scope="module")
+def trained(base, tmp_path_factory):
+    model, tok = base
+    lm = copy.deepcopy(model)
+    tr, va = secret_examples(tok, range(24)), secret_examples(tok, range(100, 108))
+    probe = enc(tok, "Q: what is the secret word for item 555?\nA:")
+    before = {w: logprob(lm, probe, enc(tok, w + END)) for w in (" zebra", " apple")}
+    val_batch = collate([truncate(e, 48) for e in va], tok.pad_token_id)
+    with torch.no_grad():
+        val_before = float(completion_loss(lm, val_batch))
+    cfg = TrainConfig(r=8, alpha=16, epochs=3, learning_rate=1e-3, batch_size=8, max_length=48, warmup_ratio=0.0)
+    result = train(lm, tok, tr, va, cfg, tmp_path_factory.mktemp("lora"), progress=False)
+    return result, tok, probe, before, val_before
+
+
+def test_lora_training_lowers_val_loss_and_teaches_completion(trained):
+    result, tok, probe, before, val_before = trained
+    assert [e.epoch for e in result.losses] == [1.0, 2.0, 3.0]
+    vals = [e.val_loss for e in result.losses]
+    assert min(vals) < 0.5 * val_before
+    assert vals[result.best_epoch - 1] == min(vals)
+    assert result.steps == 9 and result.tokens > 0 and result.tokens_per_s > 0 and result.seconds > 0
+    assert result.peak_memory_mb > 0 and result.resumed_from_step is None
+    after = {w: logprob(result.model, probe, enc(tok, w + END)) for w in (" zebra", " apple")}
+    assert after[" zebra"] > after[" apple"]
+    assert after[" zebra"] > before[" zebra"] + 1.0
+    assert not result.model.training
+
+
+def test_save_artifact_loads_back_with_peft(trained, tmp_path):
+    from peft import AutoPeftModelForCausalLM
+
+    result, tok, probe, _, _ = trained
+    out = save_artifact(result.model, tok, tmp_path / "adapter")
+    assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == 8
+    loaded = AutoPeftModelForCausalLM.from_pretrained(out).eval()
+    ids = torch.tensor([probe])
+    with torch.no_grad():
+        a, b = loaded(input_ids=ids).logits, result.model(input_ids=ids).logits
+    assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_resume_continues_from_checkpoint(base, tmp_path):
+    model, tok = base
+    tr, va = secret_examples(tok, range(16), " kiwi"), secret_examples(tok, range(200, 204), " kiwi")
+    cfg = TrainConfig(r=4, alpha=8, epochs=2, learning_rate=1e-3, batch_size=4, max_length=40, checkpoint_every=3)
+    full = train(copy.deepcopy(model), tok, tr, va, cfg, tmp_path / "full", progress=False)
+    assert full.steps == 8 and not (tmp_path / "full" / "checkpoint" / "state.pt").exists()
+
+    out = tmp_path / "interrupted"
+    with pytest.raises(_StopForTest):
+        train(copy.deepcopy(model), tok, tr, va, cfg, out, progress=False, _stop_after_steps=5)
+    assert (out / "checkpoint" / "state.pt").is_file()  # written at step 3 (step 4 ends epoch 1, step 5 is lost)
+    resumed = train(copy.deepcopy(model), tok, tr, va, cfg, out, progress=False)
+    assert resumed.resumed_from_step == 4  # the epoch-end checkpoint after step 4
+    assert resumed.steps == full.steps == 8
+    assert not (out / "checkpoint" / "state.pt").exists()
+    for a, b in zip(resumed.losses, full.losses, strict=True):
+        assert a.train_loss == pytest.approx(b.train_loss, abs=1e-4)
+        assert a.val_loss == pytest.approx(b.val_loss, abs=1e-4)
+
+    out = tmp_path / "mid-epoch"
+    with pytest.raises(_StopForTest):
+        train(copy.deepcopy(model), tok, tr, va, cfg, out, progress=False, _stop_after_steps=3)
+    again = train(copy.deepcopy(model), tok, tr, va, cfg, out, progress=False)
+    assert again.resumed_from_step == 3 and again.steps == 8
+    assert again.losses[-1].val_loss == pytest.approx(full.losses[-1].val_loss, abs=1e-4)
+
+
+def test_full_fine_tuning_updates_all_weights(base, tmp_path):
+    model, tok = base
+    lm = copy.deepcopy(model)
+    w0 = lm.model.layers[0].mlp.down_proj.weight.detach().clone()
+    cfg = TrainConfig(method="full", epochs=1, batch_size=4, max_length=32, learning_rate=1e-4)
+    result = train(lm, tok, secret_examples(tok, range(4)), [], cfg, tmp_path, progress=False)
+    assert result.steps == 1 and result.losses[0].val_loss is None and result.best_epoch == 1
+    assert not torch.equal(result.model.model.layers[0].mlp.down_proj.weight, w0)
+    save_artifact(result.model, tok, tmp_path / "model")
+    assert (tmp_path / "model" / "config.json").is_file()
+
+
+def test_accelerate_launch_two_processes(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "tests" / "accelerate_tiny_lora.py"),
+           str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    done = sorted(p.name for p in out.glob("rank-*.done"))
+    assert done == ["rank-0.done", "rank-1.done"]
+    assert len(list(out.rglob("adapter_config.json"))) == 1
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    texts = [(out / d).read_text() for d in done]
+    assert texts[0] == texts[1] and "world=2" in texts[0]  # same steps and summed tokens on both ranks
