@@ -32,10 +32,15 @@ END = "<|im_end|>"
 
 @pytest.fixture(scope="module")
 def base():
+    """The shipped model, on one thread: the batches here are tiny, and OpenMP threads that wait on a
+    busy CPU (other jobs) slow tiny ops down a hundredfold."""
     from tunewise.models.load import load_model
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     model, tok = load_model("smollm2-135m", device="cpu", dtype="float32")
-    return model, tok
+    yield model, tok
+    torch.set_num_threads(threads)
 
 
 def enc(tok, text: str) -> list[int]:
@@ -185,6 +190,21 @@ def test_resume_continues_from_checkpoint(base, tmp_path):
     assert again.losses[-1].val_loss == pytest.approx(full.losses[-1].val_loss, abs=1e-4)
 
 
+def test_early_stopping_keeps_best_epoch(base, tmp_path):
+    model, tok = base
+    # validation asks for " the" where training teaches " zebra": its loss rises after the first epoch
+    tr = secret_examples(tok, range(8), " zebra")
+    va = [Example(e.prompt_ids, enc(tok, " the")) for e in secret_examples(tok, range(50, 54))]
+    cfg = TrainConfig(r=4, alpha=8, epochs=4, learning_rate=2e-3, batch_size=8, max_length=40, dtype="float32")
+    result = train(copy.deepcopy(model), tok, tr, va, cfg, tmp_path, progress=False)
+    assert result.stopped_early and len(result.losses) == 2 and result.best_epoch == 1
+    assert result.losses[1].val_loss > result.losses[0].val_loss
+    batch = collate([truncate(e, 40) for e in va], tok.pad_token_id)
+    with torch.no_grad():
+        assert float(completion_loss(result.model, batch)) == pytest.approx(result.losses[0].val_loss, abs=1e-4)
+    assert not (tmp_path / "checkpoint" / "state.pt").exists()
+
+
 def test_full_fine_tuning_updates_all_weights(base, tmp_path):
     model, tok = base
     lm = copy.deepcopy(model)
@@ -200,8 +220,12 @@ def test_full_fine_tuning_updates_all_weights(base, tmp_path):
 def test_accelerate_launch_two_processes(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
+    # `--cpu` goes through accelerate's simple launcher, which starts one process unless given an MPI
+    # hostfile; `--multi_gpu` starts the processes with torchrun and ACCELERATE_USE_CPU=1 keeps them on
+    # the CPU (gloo DDP), on machines with or without GPUs.
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "tests" / "accelerate_tiny_lora.py"),
            str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)

@@ -24,9 +24,8 @@ import logging
 import math
 import os
 import random
-import resource
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,7 +63,8 @@ class TrainConfig(BaseModel):
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         description="module names that get LoRA adapters (those the model lacks are skipped)")
     epochs: int = Field(1, ge=1, description="passes over the training data (fewer when stopping early)")
-    learning_rate: float | None = Field(None, gt=0, description="peak learning rate; None: 2e-4 for lora, 3e-5 for full")
+    learning_rate: float | None = Field(None, gt=0,
+                                        description="peak learning rate; None: 2e-4 for lora, 3e-5 for full")
     batch_size: int = Field(8, ge=1, description="examples per optimizer step (per process)")
     max_length: int = Field(256, ge=2, description="tokens per example; the prompt is cut from the left to fit")
     patience: int = Field(1, ge=1, description="early stopping: epochs without a better validation loss")
@@ -93,7 +93,6 @@ class TrainResult:
     resumed_from_step: int | None = None
     stopped_early: bool = False
     best_epoch: int = 0  # 1-based epoch whose weights the model holds
-    notes: list[str] = field(default_factory=list)
 
 
 class _StopForTest(RuntimeError):
@@ -374,6 +373,10 @@ def _set_rng_state(state: dict) -> None:
 def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
@@ -405,8 +408,8 @@ def train(model, tokenizer, train: list[Example], val: list[Example], cfg: Train
     precision = _mixed_precision(cfg, on_cuda)
     accelerator = _accelerator(cpu=not on_cuda, mixed_precision=precision)
     world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
-    if not on_cuda:
-        _set_threads(_local_world())
+    if not on_cuda and world > 1:
+        _set_threads(_local_world())  # processes share the cores: oversubscribed OpenMP threads crawl
 
     train_items = _prepare(train, cfg.max_length)
     val_items = _prepare(val, cfg.max_length)
@@ -441,12 +444,14 @@ def train(model, tokenizer, train: list[Example], val: list[Example], cfg: Train
     n_batches = math.ceil(len(train_items) / cfg.batch_size)
     steps_per_epoch = math.ceil(n_batches / world)
     total_steps = steps_per_epoch * cfg.epochs
-    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * total_steps), total_steps)
+    # warm-up rounded down: the schedule's first warm-up step has lr 0, a lost step on a short run
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
 
     def loader(epoch: int):
         batches = length_grouped_batches(lengths, cfg.batch_size, cfg.seed * 1000 + epoch)
         dl = torch.utils.data.DataLoader(_Items(train_items), batch_sampler=_Batches(batches, cfg.batch_size),
-                                         collate_fn=lambda items: collate(items, pad_id))
+                                         collate_fn=lambda items: collate(items, pad_id),
+                                         generator=torch.Generator().manual_seed(cfg.seed))  # keeps the global RNG
         return accelerator.prepare_data_loader(dl)
 
     ddp_module, optimizer = accelerator.prepare(module, optimizer)
@@ -560,7 +565,8 @@ def train(model, tokenizer, train: list[Example], val: list[Example], cfg: Train
                     st["stop"] = True
             st.update(epoch=epoch + 1, batch=0, loss_sum=0.0, loss_tokens=0)
             if bar is not None:
-                bar.update(task, description=f"epoch {epoch + 1}/{cfg.epochs} val {val_loss if val_loss is None else round(val_loss, 4)}")
+                shown = "-" if val_loss is None else f"{val_loss:.4f}"
+                bar.update(task, description=f"epoch {epoch + 1}/{cfg.epochs} done, val loss {shown}")
             if st["epoch"] < cfg.epochs and not st["stop"]:
                 save_checkpoint()
                 if _stop_after_steps is not None and st["step"] >= _stop_after_steps:
@@ -606,6 +612,16 @@ def _use_cuda(model) -> bool:
     return torch.cuda.is_available() and not cpu_forced and int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def _is_main_process() -> bool:
+    """From accelerate's state when set up (by train); else from the launcher's RANK, so that asking
+    does not set up a process group."""
+    from accelerate.state import PartialState
+
+    if PartialState._shared_state:
+        return PartialState().is_main_process
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def _local_world() -> int:
     return int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
 
@@ -613,10 +629,8 @@ def _local_world() -> int:
 def save_artifact(result_model, tokenizer, out_dir: Path) -> Path:
     """Save the adapter (lora) or the whole model, with the tokenizer, to `out_dir`: loadable with
     peft's AutoPeftModelForCausalLM / transformers' from_pretrained. Only the main process writes."""
-    from accelerate.state import PartialState
-
     out_dir = Path(out_dir)
-    if not PartialState().is_main_process:
+    if not _is_main_process():
         return out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     model = result_model.module if hasattr(result_model, "module") and not hasattr(result_model, "save_pretrained") \

@@ -1,0 +1,173 @@
+"""Performance benchmark: tunewise against the hardware limit and against plain baselines.
+
+    python benchmarks/perf.py [--examples 64] [--score-examples 40] [--out benchmarks/results]
+
+In one run on this machine it measures
+  (a) achievable matmul FLOP/s in fp32 and bf16 (2048x2048);
+  (b) LoRA training tokens/s of tunewise's trainer and of a plain transformers Trainer + PEFT fp32
+      baseline on the same drug reviews, and tunewise's model FLOPs utilisation
+      (4*N*tokens/s over the measured bf16 matmul rate);
+  (c) few-shot classification scoring examples/s of tunewise (shared-prefix KV cache, label batch)
+      against the naive scorer (one full forward of prompt + label per label).
+It writes perf.json and perf.md. Numbers are only what was measured in this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from tunewise.data.demo import load_demo
+from tunewise.evidence.compute import measure_device_flops
+from tunewise.models.lm import LanguageModel
+from tunewise.models.load import count_params, load_model
+from tunewise.models.train import Example, TrainConfig, train
+from tunewise.strategies.prompts import example_turns, input_turns, system_turn
+
+MODEL = "smollm2-135m"
+
+
+def matmul_rates() -> dict:
+    return {dtype: measure_device_flops("cpu", dtype=dtype, size=2048, seconds=3.0) for dtype in ("float32", "bfloat16")}
+
+
+def demo_examples(n: int):
+    task, train_set, _ = load_demo()
+    model, tok = load_model(MODEL, dtype="float32")
+    lm = LanguageModel(model, tok, MODEL)
+    system = system_turn(task, task.labels)
+    records = train_set.records[:n]
+    examples = [Example(lm.encode(lm.render(system + input_turns(r), add_generation_prompt=True)),
+                        lm.label_ids([r.output])[0]) for r in records]
+    return task, lm, examples
+
+
+def tunewise_training(examples, max_length: int, out: Path) -> dict:
+    model, tok = load_model(MODEL, dtype="float32")
+    params = count_params(model)[0]
+    result = train(model, tok, examples, [], TrainConfig(epochs=1, max_length=max_length, batch_size=8),
+                   out, progress=False)
+    return {"tokens": result.tokens, "seconds": result.seconds, "tokens_per_s": result.tokens_per_s,
+            "params": params}
+
+
+def baseline_training(examples, max_length: int, out: Path) -> dict:
+    """What a team would write first: HF Trainer + PEFT LoRA, fp32, padded batches of 8, full LM head."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import Trainer, TrainingArguments
+
+    model, tok = load_model(MODEL, dtype="float32")
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, task_type="CAUSAL_LM",
+                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                             "up_proj", "down_proj"]))
+    rows = []
+    for ex in examples:
+        ids = (ex.prompt_ids + ex.completion_ids)[-max_length:]
+        labels = ([-100] * len(ex.prompt_ids) + ex.completion_ids)[-max_length:]
+        rows.append({"input_ids": ids, "labels": labels})
+
+    def collate(batch):
+        width = max(len(r["input_ids"]) for r in batch)
+        pad = tok.pad_token_id or 0
+        return {"input_ids": torch.tensor([r["input_ids"] + [pad] * (width - len(r["input_ids"])) for r in batch]),
+                "attention_mask": torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"]))
+                                                for r in batch]),
+                "labels": torch.tensor([r["labels"] + [-100] * (width - len(r["labels"])) for r in batch])}
+
+    args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=8, num_train_epochs=1,
+                             learning_rate=2e-4, use_cpu=True, report_to=[], save_strategy="no",
+                             logging_strategy="no", disable_tqdm=True, remove_unused_columns=False)
+    trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collate)
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    tokens = sum(len(r["input_ids"]) for r in rows)  # real (non-pad) tokens, as tunewise counts them
+    return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
+
+
+def scoring(task, n: int, k: int) -> dict:
+    model, tok = load_model(MODEL, dtype="auto")
+    lm = LanguageModel(model, tok, MODEL)
+    _, train_set, test_set = load_demo()
+    shots = train_set.records[:k]
+    shared = system_turn(task, task.labels) + example_turns(shots)
+    records = test_set.records[:n]
+    label_ids = lm.label_ids(task.labels)
+
+    start = time.perf_counter()
+    prefix_ids, _ = lm.split_prompt(shared, [("user", "x")])
+    cache = lm.prefix_cache(prefix_ids)
+    fast = [lm.classify(shared, input_turns(r), task.labels, cache=cache, label_ids=label_ids) for r in records]
+    fast_s = time.perf_counter() - start
+
+    start = time.perf_counter()
+    naive = []
+    with torch.inference_mode():
+        for r in records:
+            prompt = lm.encode(lm.render(shared + input_turns(r), add_generation_prompt=True))
+            scores = []
+            for ids in label_ids:
+                logp = torch.log_softmax(model(torch.tensor([prompt + ids])).logits[0].float(), -1)
+                scores.append(sum(logp[len(prompt) - 1 + j, t].item() for j, t in enumerate(ids)))
+            naive.append(task.labels[max(range(len(scores)), key=scores.__getitem__)])
+    naive_s = time.perf_counter() - start
+    agree = sum(f.prediction == p for f, p in zip(fast, naive)) / n
+    return {"examples": n, "shots": k, "prompt_tokens_mean": sum(f.prompt_tokens for f in fast) / n,
+            "tunewise_examples_per_s": n / fast_s, "naive_examples_per_s": n / naive_s,
+            "speedup": naive_s / fast_s, "same_predictions": agree, "dtype": str(model.dtype)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--examples", type=int, default=64, help="training examples (drug reviews)")
+    ap.add_argument("--score-examples", type=int, default=40)
+    ap.add_argument("--shots", type=int, default=4)
+    ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = args.out / "perf-work"
+
+    report = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor(), "torch": torch.__version__,
+                          "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}}
+    report["matmul_flops_per_s"] = matmul_rates()
+    task, _, examples = demo_examples(args.examples)
+    report["train_tunewise"] = tunewise_training(examples, args.max_length, work / "tunewise")
+    report["train_baseline"] = baseline_training(examples, args.max_length, work / "baseline")
+    n = report["train_tunewise"]["params"]
+    bf16 = report["matmul_flops_per_s"]["bfloat16"]
+    report["train_speedup"] = report["train_tunewise"]["tokens_per_s"] / report["train_baseline"]["tokens_per_s"]
+    report["mfu"] = 4 * n * report["train_tunewise"]["tokens_per_s"] / bf16
+    report["scoring"] = scoring(task, args.score_examples, args.shots)
+    (args.out / "perf.json").write_text(json.dumps(report, indent=2))
+    md = markdown(report)
+    (args.out / "perf.md").write_text(md)
+    print(md)
+
+
+def markdown(r: dict) -> str:
+    t, b, s, m = r["train_tunewise"], r["train_baseline"], r["scoring"], r["matmul_flops_per_s"]
+    return "\n".join([
+        "# tunewise performance benchmark", "",
+        f"machine: {r['machine']['cpus']} CPUs, torch {r['machine']['torch']}, CUDA {r['machine']['cuda']}", "",
+        "| measure | value | target |", "|---|---|---|",
+        f"| matmul fp32 | {m['float32'] / 1e9:.0f} GFLOP/s | |",
+        f"| matmul bf16 | {m['bfloat16'] / 1e9:.0f} GFLOP/s | |",
+        f"| LoRA training, tunewise | {t['tokens_per_s']:.0f} tokens/s ({t['tokens']} tokens, {t['seconds']:.0f} s) | |",
+        f"| LoRA training, Trainer + PEFT fp32 | {b['tokens_per_s']:.0f} tokens/s ({b['seconds']:.0f} s) | |",
+        f"| training speed-up | {r['train_speedup']:.1f}x | >= 4x |",
+        f"| model FLOPs utilisation (4*N*tokens/s / bf16 matmul) | {r['mfu']:.0%} | >= 35% |",
+        f"| few-shot scoring, tunewise | {s['tunewise_examples_per_s']:.2f} examples/s | |",
+        f"| few-shot scoring, naive | {s['naive_examples_per_s']:.2f} examples/s | |",
+        f"| scoring speed-up ({s['shots']} shots, {s['prompt_tokens_mean']:.0f} prompt tokens) | {s['speedup']:.1f}x "
+        f"(same predictions {s['same_predictions']:.0%}) | >= 5x |", ""])
+
+
+if __name__ == "__main__":
+    main()
