@@ -140,7 +140,7 @@ class Budget(_Strict):
 
 
 BUDGETS: dict[str, Budget] = {
-    "quick": Budget(name="quick", test_limit=150, train_limit=300, epochs=1, shots=3, max_length=192,
+    "quick": Budget(name="quick", test_limit=100, train_limit=None, epochs=1, shots=3, max_length=192,
                     curve_fractions=[0.125, 0.25, 0.5, 1.0], probe_limit=60),
     "standard": Budget(name="standard", test_limit=None, train_limit=None, epochs=2, shots=4,
                        max_length=256, curve_fractions=[0.125, 0.25, 0.5, 1.0], probe_limit=150),

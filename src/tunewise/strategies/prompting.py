@@ -25,12 +25,13 @@ CONTENT_FREE = "N/A"
 class PromptStrategy:
     family = "prompting"
     uses_examples = False
+    calibrate_default = True
 
     def __init__(self, spec: CandidateSpec):
         self.spec = spec
         self.model_name = spec.model or "smollm2-135m"
         self.k = spec.options.get("k")
-        self.calibrate = bool(spec.options.get("calibrate", True))
+        self.calibrate = bool(spec.options.get("calibrate", self.calibrate_default))
         self.max_new_tokens = int(spec.options.get("max_new_tokens", 64))
 
     def settings(self) -> dict:
@@ -134,7 +135,7 @@ class KnnFewShot(PromptStrategy):
 
     uses_examples = True
     per_record_examples = True
-
+    calibrate_default = False  # the prior would change with every input's examples: twice the cost
     def settings(self) -> dict:
         return super().settings() | {"embedder": "all-minilm-l6-v2",
                                      "restrict_above": self.spec.options.get("restrict_above", 20)}
