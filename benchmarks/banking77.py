@@ -1,6 +1,6 @@
 """The bake-off on BANKING77 (77 intents, real customer queries) from ../shared/data/banking77.
 
-    python benchmarks/banking77.py [--test-limit 300] [--train-limit 2000] [--out benchmarks/results]
+    python benchmarks/banking77.py [--test-limit 300] [--train-limit 2000] [--no-evidence] [--out DIR]
 
 Budget (documented, fits the 2-core CPU in about half an hour): 300 stratified test queries,
 2,000 stratified training queries (validation carved from them), 1 LoRA epoch at max 96 tokens,
@@ -33,6 +33,7 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--store", type=Path, default=Path(".tunewise"))
+    ap.add_argument("--no-evidence", action="store_true", help="skip the learning curve and forgetting probe")
     args = ap.parse_args()
     if not (DATA / "train.csv").is_file():
         print(f"skipped: banking77 not found at {DATA} (the shared data folder is absent)")
@@ -47,7 +48,9 @@ def main() -> int:
                     probe_limit=60)
     out = args.out / "banking77-run"
     start = time.perf_counter()
-    results = run(prep, RunOptions(budget=budget, out_dir=out, store=Store(args.store)), Progress())
+    opts = RunOptions(budget=budget, out_dir=out, store=Store(args.store), learning_curve=not args.no_evidence,
+                      forgetting=not args.no_evidence)
+    results = run(prep, opts, Progress())
     seconds = time.perf_counter() - start
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "banking77.json").write_text(results.model_dump_json(indent=2))

@@ -150,7 +150,7 @@ def test_measure_device_flops_quick():
     t = time.perf_counter()
     flops = measure_device_flops("cpu", seconds=0.2)
     assert flops > 1e9
-    assert time.perf_counter() - t < 5
+    assert time.perf_counter() - t < 30  # generous: CI machines may be busy
 
 
 def test_package_import_does_not_load_torch():
