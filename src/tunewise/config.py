@@ -100,19 +100,23 @@ def _check_template(template: str) -> None:
                          "'{title}: {body}'") from None
 
 
+def read_mapping(path: str | Path, what: str, flag: str) -> dict:
+    """A YAML (or JSON) file of keys, with one-line errors naming the file (task files, answers files)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what} {p}: not found or not a file", fix=f"pass {flag} PATH to a YAML or JSON file")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} {p}: not valid YAML/JSON ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{what} {p}: expected a mapping of keys, got {type(raw).__name__}")
+    return raw
+
+
 def load_task(path: str | Path | None, overrides: dict | None = None) -> TaskSpec:
     """Read a task file (YAML) and apply flag overrides; errors name the file and key."""
-    raw: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"task file {p}: not found or not a file", fix="pass --task PATH to a YAML file")
-        try:
-            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"task file {p}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-        if not isinstance(raw, dict):
-            raise ConfigError(f"task file {p}: expected a mapping of keys, got {type(raw).__name__}")
+    raw: dict = read_mapping(path, "task file", "--task") if path is not None else {}
     for key, value in (overrides or {}).items():
         if value is not None:
             raw[key] = value

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tunewise.errors import ConfigError
@@ -110,17 +109,9 @@ def ask(prompt_fn: Callable[[str, str, Any, type], Any]) -> Answers:
 
 def load_answers(path: str | Path) -> Answers:
     """Read answers from a YAML or JSON file; errors name the file and the key at fault."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"answers file {p}: not found or not a file",
-                          fix="pass --answers PATH to a YAML or JSON file")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"answers file {p}: not valid YAML/JSON ({str(exc).splitlines()[0]})") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"answers file {p}: expected a mapping of keys, got {type(raw).__name__}")
-    return _validate(raw, f"answers file {p}")
+    from tunewise.config import read_mapping
+
+    return _validate(read_mapping(path, "answers file", "--answers"), f"answers file {path}")
 
 
 def _validate(raw: dict, where: str) -> Answers:

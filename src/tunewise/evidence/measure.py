@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from tunewise.assets import general_probe, general_text
-from tunewise.config import Budget, Prices, TaskSpec
+from tunewise.config import Budget, Prices
 from tunewise.evaluate.stats import bootstrap_ci, paired_bootstrap
 from tunewise.evidence.compute import estimate_compute, measure_device_flops, training_flops
 from tunewise.evidence.cost import DEFAULT_ASSUMPTIONS, break_even, candidate_cost
