@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 
 from tunewise.assets import general_probe, general_text
 from tunewise.config import Budget, Prices
@@ -141,7 +140,3 @@ def cost_table(candidates: list[CandidateResult], prices: Prices, monthly: int |
         cost.break_even = break_even(rows[ft.name], rows[prompt.name])
     return cost
 
-
-def mean_or_none(values) -> float | None:
-    values = [v for v in values if v is not None]
-    return float(np.mean(values)) if values else None
