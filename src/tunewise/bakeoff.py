@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tunewise.assets import DEFAULT_MODEL
 from tunewise.config import Budget, TaskSpec
 from tunewise.data.records import Record
 from tunewise.evaluate import confusion, per_class, score_all
@@ -22,7 +23,6 @@ from tunewise.store import Store, make_key
 from tunewise.strategies import CandidateSpec, Context, ModelPool, build
 from tunewise.ui import Progress
 
-DEFAULT_MODEL = "smollm2-135m"
 
 
 def default_candidates(task: TaskSpec, model: str = DEFAULT_MODEL, extra_models: list[str] | None = None,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunewise import __version__
+from tunewise.assets import DEFAULT_MODEL
 from tunewise.bakeoff import compare, default_candidates, run_bakeoff, run_candidate
 from tunewise.config import Budget
 from tunewise.data.prepare import Prepared, carve_validation
@@ -32,7 +33,7 @@ class RunOptions:
     budget: Budget
     out_dir: Path
     store: Store
-    model: str = "smollm2-135m"
+    model: str = DEFAULT_MODEL
     extra_models: list[str] = field(default_factory=list)
     candidates: list[str] | None = None  # registry names to keep; None: the default line-up
     full_ft: bool = False
@@ -76,7 +77,7 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
     for e in results.compute:
         c = results.candidate(e.candidate)
         if c is None:
-            results.candidates.append(_skipped(e))
+            results.candidates.append(_skipped(e, next(s.strategy for s in finetunes if s.name == e.candidate)))
         elif c.train_seconds is not None:
             e.measured_seconds = c.train_seconds
     metric = task.primary_metric
@@ -152,10 +153,10 @@ def _estimate(prep, opts, finetunes, train, pool, progress):
     return out
 
 
-def _skipped(estimate):
+def _skipped(estimate, strategy: str):
     from tunewise.results import CandidateResult
 
-    return CandidateResult(name=estimate.candidate, family="finetune", strategy="lora", status="skipped",
+    return CandidateResult(name=estimate.candidate, family="finetune", strategy=strategy, status="skipped",
                            error=f"over the compute budget: estimated {estimate.estimated_seconds:.0f} s > "
                                  f"{estimate.budget_seconds:.0f} s")
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 
+from tunewise.assets import DEFAULT_MODEL
 from tunewise.assets import general_probe, general_text
 from tunewise.config import Budget, Prices
 from tunewise.evaluate.stats import bootstrap_ci, paired_bootstrap
@@ -51,7 +52,7 @@ def load_finetuned(c: CandidateResult, device: str):
     if (path / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        base, tokenizer = load_model(c.model or "smollm2-135m", device=device, dtype="auto")
+        base, tokenizer = load_model(c.model or DEFAULT_MODEL, device=device, dtype="auto")
         model = PeftModel.from_pretrained(base, str(path)).eval()
     else:
         model, tokenizer = load_model(str(path), device=device, dtype="auto")

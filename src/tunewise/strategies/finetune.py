@@ -7,6 +7,7 @@ a validation slice carved from train drives early stopping; the artifact is save
 
 from __future__ import annotations
 
+from tunewise.assets import DEFAULT_MODEL
 from tunewise.data.records import Record
 from tunewise.data.split import nested_fraction
 from tunewise.errors import ConfigError
@@ -25,7 +26,7 @@ class FineTune:
         from tunewise.models.train import TrainConfig
 
         self.spec = spec
-        self.model_name = spec.model or "smollm2-135m"
+        self.model_name = spec.model or DEFAULT_MODEL
         self.options = dict(spec.options)
         self.fraction = float(self.options.pop("fraction", 1.0))  # learning-curve point
         self.cfg_fields = set(TrainConfig.model_fields)

@@ -14,6 +14,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from tunewise.assets import DEFAULT_MODEL
 from tunewise.data.records import Record
 from tunewise.models.lm import Scored
 from tunewise.strategies.base import CandidateSpec, Context, register
@@ -29,7 +30,7 @@ class PromptStrategy:
 
     def __init__(self, spec: CandidateSpec):
         self.spec = spec
-        self.model_name = spec.model or "smollm2-135m"
+        self.model_name = spec.model or DEFAULT_MODEL
         self.k = spec.options.get("k")
         self.calibrate = bool(spec.options.get("calibrate", self.calibrate_default))
         self.max_new_tokens = int(spec.options.get("max_new_tokens", 64))
