@@ -102,6 +102,49 @@ def test_curve_target_above_ceiling_not_reachable():
     assert "ceiling" in c.reason
 
 
+def _scored_points(accs, ns, u):
+    """Curve points scored on shared test items: item i is right for a system when u[i] < its accuracy."""
+    from tunewise.evaluate.stats import bootstrap_ci
+
+    preds = [["y" if x < a else "n" for x in u] for a in accs]
+    refs = ["y"] * len(u)
+    pts = [CurvePoint(fraction=n / ns[-1], n=n, **bootstrap_ci("accuracy", p, refs, n_resamples=500))
+           for n, p in zip(ns, preds)]
+    return pts, preds, refs
+
+
+def test_curve_joint_resampling_keeps_correlation_and_narrows_the_projection():
+    from tunewise.evaluate.stats import joint_resamples
+
+    ns = [60, 120, 240, 480]
+    accs = [1 - (2.0 * n ** -0.5 + 0.1) for n in ns]  # 0.64, 0.72, 0.77, 0.81
+    u = np.random.default_rng(3).uniform(size=380)
+    pts, preds, refs = _scored_points(accs, ns, u)
+    joint = fit_learning_curve(pts, "accuracy", "lora", None, n_full=480, n_boot=400,
+                               resampled=joint_resamples("accuracy", preds, refs, n_resamples=400))
+    independent = fit_learning_curve(pts, "accuracy", "lora", None, n_full=480, n_boot=400)
+    assert joint.extrapolable, joint.reason
+    width = lambda c: c.projections[0].ci_high - c.projections[0].ci_low  # noqa: E731
+    assert not independent.extrapolable or width(joint) < width(independent)
+    assert joint.projections[0].ci_low <= 1 - (2.0 * 960 ** -0.5 + 0.1) + 0.02
+
+
+def test_curve_joint_resampling_flags_independent_noise():
+    from tunewise.evaluate.stats import joint_resamples
+
+    rng = np.random.default_rng(5)
+    ns = [60, 120, 240, 480]
+    preds = [["y" if x < 0.7 else "n" for x in rng.uniform(size=300)] for _ in ns]
+    refs = ["y"] * 300
+    from tunewise.evaluate.stats import bootstrap_ci
+
+    pts = [CurvePoint(fraction=n / 480, n=n, **bootstrap_ci("accuracy", p, refs, n_resamples=300))
+           for n, p in zip(ns, preds)]
+    c = fit_learning_curve(pts, "accuracy", "lora", 0.8, n_full=480, n_boot=300,
+                           resampled=joint_resamples("accuracy", preds, refs, n_resamples=300))
+    assert not c.extrapolable and c.projections == []
+
+
 # ---- overfitting -----------------------------------------------------------------------------------
 
 
@@ -137,6 +180,11 @@ def test_training_flops_and_estimate():
     # 1e9 params x 1e6 tokens: LoRA 4 x 1e15 = 4e15, full 6 x 1e15 = 6e15
     assert training_flops(1_000_000_000, 1_000_000, "lora") == 4e15
     assert training_flops(1_000_000_000, 1_000_000, "full") == 6e15
+    # adapters in the top half only: forward 2N + backward through half the layers 2N x 0.5 = 3N
+    assert training_flops(1_000_000_000, 1_000_000, "lora", layers_share=0.5) == 3e15
+    assert training_flops(1_000_000_000, 1_000_000, "full", layers_share=0.5) == 6e15
+    with pytest.raises(ValueError):
+        training_flops(1, 1, "lora", layers_share=0.0)
     # 4e15 / (1e12 FLOP/s x 0.4) = 10,000 s
     est = estimate_compute("lora", 1_000_000_000, 2_000_000, 1_000_000, "lora", 1e12, 0.4, budget_seconds=3600)
     assert est.flops == 4e15 and est.estimated_seconds == pytest.approx(10_000)

@@ -95,7 +95,8 @@ def test_fast_dropout_keeps_probability_and_scale():
 
 def test_config_defaults_and_forbids_unknown():
     cfg = TrainConfig()
-    assert cfg.lr() == 2e-4 and TrainConfig(method="full").lr() == 3e-5
+    assert cfg.lr() == 6e-4 and TrainConfig(method="full").lr() == 3e-5
+    assert cfg.dropout == 0.0 and cfg.layers_share == 1.0
     assert all(f.description for f in TrainConfig.model_fields.values())
     with pytest.raises(Exception):
         TrainConfig(rank=4)
@@ -118,6 +119,17 @@ def test_loss_at_loss_positions_matches_full_forward(base):
     assert CompletionLoss(model).fast
     assert abs(float(fast) - float(reference)) < 1e-4
     assert abs(float(slow) - float(reference)) < 1e-4
+
+
+def test_lora_layers_share_adapts_only_the_top_layers(base):
+    from tunewise.models.train import _with_lora
+
+    model, _ = base
+    n = model.config.num_hidden_layers
+    peft_model = _with_lora(copy.deepcopy(model), TrainConfig(layers_share=0.5))
+    adapted = {int(name.split("layers.")[1].split(".")[0]) for name, _ in peft_model.named_parameters()
+               if "lora_" in name}
+    assert adapted == set(range(n - (n + 1) // 2, n))
 
 
 @pytest.fixture(scope="module")

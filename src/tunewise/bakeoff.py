@@ -19,6 +19,7 @@ from tunewise.data.records import Record
 from tunewise.evaluate import confusion, per_class, score_all
 from tunewise.evaluate.stats import paired_bootstrap
 from tunewise.results import CandidateResult, Comparison, EpochLoss
+from tunewise import __version__
 from tunewise.store import Store, make_key
 from tunewise.strategies import CandidateSpec, Context, ModelPool, build
 from tunewise.ui import Progress
@@ -46,7 +47,7 @@ def default_candidates(task: TaskSpec, model: str = DEFAULT_MODEL, extra_models:
 def candidate_key(spec: CandidateSpec, settings: dict, data_key: str, task: TaskSpec, budget: Budget,
                   seed: int) -> str:
     caps = budget.model_dump(exclude={"name", "curve_fractions", "probe_limit", "bootstrap"})
-    return make_key("candidate", spec.strategy, spec.model, settings, data_key,
+    return make_key("candidate", __version__, spec.strategy, spec.model, settings, data_key,
                     task.model_dump(exclude={"target", "constraints", "name"}), caps, seed)
 
 

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -171,12 +172,14 @@ def run_cmd(data: Optional[Path] = DataArg, task: Optional[Path] = TaskOpt, demo
     prep = _prepare(data, demo, task, test, skip_invalid, seed, model)
     if target is not None:
         prep.task = prep.task.model_copy(update={"target": target})
+    started = time.perf_counter()
     profile, _ = _profile(prep, model, store, progress, bud.max_length)
     out = out or Path("tunewise-runs") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     opts = RunOptions(budget=bud, out_dir=out, store=Store(store), model=model, extra_models=also_model,
                       candidates=[c.strip() for c in candidates.split(",")] if candidates else None,
                       full_ft=full_ft, seed=seed, device=device, learning_curve=not no_curve,
-                      forgetting=not no_forgetting, profile=profile)
+                      forgetting=not no_forgetting, profile=profile,
+                      profile_seconds=time.perf_counter() - started)
     results = run(prep, opts, progress)
     from tunewise.report.console import print_summary
 

@@ -138,14 +138,16 @@ class Budget(_Strict):
     epochs: int = Field(description="fine-tuning epochs (early stopping may end sooner)")
     shots: int = Field(description="k for few-shot and retrieved few-shot")
     max_length: int = Field(description="max tokens per training example")
+    lora_layers_share: float = Field(1.0, description="share of layers (from the top) that get LoRA adapters")
     curve_fractions: list[float] = Field(description="learning-curve train fractions")
     probe_limit: int = Field(description="general-ability probe items scored per model")
     bootstrap: int = Field(1000, description="bootstrap resamples for intervals")
 
 
 BUDGETS: dict[str, Budget] = {
-    "quick": Budget(name="quick", test_limit=100, train_limit=None, epochs=1, shots=3, max_length=192,
-                    curve_fractions=[0.125, 0.25, 0.5, 1.0], probe_limit=60),
+    # quick: about 10 minutes on 2 CPU cores; LoRA on the top half of the layers trains 1.5x faster.
+    "quick": Budget(name="quick", test_limit=100, train_limit=400, epochs=1, shots=3, max_length=192,
+                    lora_layers_share=0.5, curve_fractions=[0.125, 0.25, 0.5, 1.0], probe_limit=60),
     "standard": Budget(name="standard", test_limit=None, train_limit=None, epochs=2, shots=4,
                        max_length=256, curve_fractions=[0.125, 0.25, 0.5, 1.0], probe_limit=150),
     "full": Budget(name="full", test_limit=None, train_limit=None, epochs=3, shots=8, max_length=512,

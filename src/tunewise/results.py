@@ -199,6 +199,7 @@ class RunResults(BaseModel):
     cost: Cost | None = None
     verdict: Verdict | None = None
     environment: dict = Field(default_factory=dict)
+    stage_seconds: dict[str, float] = Field(default_factory=dict)  # wall time per stage (cached: near 0)
 
     def candidate(self, name: str) -> CandidateResult | None:
         return next((c for c in self.candidates if c.name == name), None)

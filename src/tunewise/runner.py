@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import platform
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from tunewise.config import Budget
 from tunewise.data.prepare import Prepared, carve_validation
 from tunewise.data.split import nested_fraction, subsample
 from tunewise.decide import decide
+from tunewise.evaluate.stats import joint_resamples
 from tunewise.evidence import detect_overfitting, fit_learning_curve
 from tunewise.evidence import measure
 from tunewise.report import write_report
@@ -42,6 +44,7 @@ class RunOptions:
     learning_curve: bool = True
     forgetting: bool = True
     profile: dict | None = None
+    profile_seconds: float | None = None  # measured by the caller, which profiles before the run
 
 
 def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
@@ -61,6 +64,9 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
         environment={"python": platform.python_version(), "machine": platform.machine(), "device": opts.device,
                      "seed": seed, "store": str(opts.store.path)})
     specs = _select(default_candidates(task, opts.model, opts.extra_models, opts.full_ft), opts.candidates)
+    clock = _Clock(results.stage_seconds)
+    if opts.profile_seconds is not None:
+        results.stage_seconds["profile"] = round(opts.profile_seconds, 1)
 
     # Compute: estimated before any training, from a short calibration on this device.
     finetunes = [s for s in specs if s.strategy in ("lora", "full_ft")]
@@ -71,9 +77,11 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
         for e in results.compute:
             progress.note(f"compute: {e.candidate} ~{e.flops:.2e} FLOPs, estimated {e.estimated_seconds:.0f} s")
         specs = [s for s in specs if s.name not in over]
+    clock.lap("compute_estimate")
     results.candidates = run_bakeoff(specs, task=task, labels=prep.labels, train=train, validation=validation,
                                      test=test, budget=budget, seed=seed, run_dir=opts.out_dir, store=opts.store,
                                      data_key=data_key, progress=progress, device=opts.device)
+    clock.lap("bakeoff")
     for e in results.compute:
         c = results.candidate(e.candidate)
         if c is None:
@@ -87,6 +95,7 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
     lora = next((c for c in results.candidates if c.strategy == "lora" and c.status == "ok"), None)
     if lora and opts.learning_curve:
         results.learning_curve = _learning_curve(lora, prep, opts, train, validation, test, data_key, progress)
+    clock.lap("learning_curve")
     results.overfitting = [detect_overfitting(c.name, c.losses) for c in results.candidates
                            if c.family == "finetune" and c.status == "ok" and c.losses]
     tuned = [c for c in results.candidates if c.family == "finetune" and c.status == "ok" and c.artifact]
@@ -95,15 +104,29 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
                                      for c in tuned], budget.probe_limit, seed),
                                      lambda: measure.forgetting(pool.lm(tuned[0].model or opts.model), tuned,
                                                                 budget, seed, opts.device, progress))
+    clock.lap("forgetting")
     c = task.constraints
     import torch
 
     results.cost = measure.cost_table(results.candidates, c.prices, c.monthly_requests, metric,
                                       on_gpu=torch.cuda.is_available())
     results.verdict = decide(results, task.target, c.latency_ms_limit)
+    clock.lap("cost_and_verdict")
     opts.store.put("run", results.run_id, {"dir": str(opts.out_dir), "results": results.model_dump(mode="json")})
     write_report(results, opts.out_dir)
     return results
+
+
+class _Clock:
+    """Wall time per stage, written into results.stage_seconds as the stages finish."""
+
+    def __init__(self, laps: dict[str, float]):
+        self.laps, self.last = laps, time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.laps[stage] = round(now - self.last, 1)
+        self.last = now
 
 
 def _select(specs: list[CandidateSpec], names: list[str] | None) -> list[CandidateSpec]:
@@ -133,12 +156,14 @@ def _estimate(prep, opts, finetunes, train, pool, progress):
     task, budget = prep.task, opts.budget
     lm = pool.lm(opts.model)
     system = system_turn(task, prep.labels)
-    cal_key = make_key("calibration", opts.model, opts.device, budget.max_length, platform.node())
+    share = budget.lora_layers_share
+    cal_key = make_key("calibration", opts.model, opts.device, budget.max_length, share, __version__,
+                       platform.node())
     calibration = opts.store.get("calibration", cal_key)
     if calibration is None:
         progress.note("compute: calibrating the training rate on this device (a short real run)")
         calibration = measure.calibrate(lm, train, system, opts.out_dir / "calibration", budget.max_length,
-                                        opts.device)
+                                        opts.device, share)
         opts.store.put("calibration", cal_key, calibration)
     tokens = measure.training_tokens(lm, train, system, budget.max_length) * budget.epochs
     from tunewise.models.load import count_params
@@ -149,7 +174,7 @@ def _estimate(prep, opts, finetunes, train, pool, progress):
         method = "lora" if s.strategy == "lora" else "full"
         trainable = params if method == "full" else int(params * 0.035)
         out.append(measure.compute_estimate(s.name, method, params, trainable, tokens, calibration,
-                                            task.constraints.compute_budget_hours))
+                                            task.constraints.compute_budget_hours, share))
     return out
 
 
@@ -164,7 +189,7 @@ def _skipped(estimate, strategy: str):
 def _learning_curve(lora, prep, opts, train, validation, test, data_key, progress):
     metric, seed = prep.task.primary_metric, opts.seed
     classification = prep.task.type == "classification"
-    points = []
+    points, predictions = [], []
     pool = ModelPool(device=opts.device)
     for fraction in opts.budget.curve_fractions:
         n = len(nested_fraction(train, fraction, seed=seed, stratified=classification))
@@ -179,5 +204,10 @@ def _learning_curve(lora, prep, opts, train, validation, test, data_key, progres
                           device=opts.device, progress=progress.callback)
             c = run_candidate(spec, ctx, test, opts.store, data_key, progress)
         points.append(measure.curve_point(c, fraction, n, metric))
+        predictions.append(c.predictions)
+    resampled = None
+    if all(len(p) == len(test) for p in predictions):  # every point scored: resample them jointly
+        resampled = joint_resamples(metric, predictions, [r.output for r in test],
+                                    prep.labels if classification else None, opts.budget.bootstrap, seed)
     return fit_learning_curve(points, metric, lora.name, prep.task.target, n_full=len(train),
-                              n_boot=opts.budget.bootstrap, seed=seed)
+                              n_boot=opts.budget.bootstrap, seed=seed, resampled=resampled)

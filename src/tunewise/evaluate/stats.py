@@ -84,6 +84,20 @@ def bootstrap_ci(metric: str, predictions: list[str], references: list[str], lab
     return {"value": value, "ci_low": lo, "ci_high": hi}
 
 
+def joint_resamples(metric: str, predictions: list[list[str]], references: list[str],
+                    labels: list[str] | None = None, n_resamples: int = 1000, seed: int = 0) -> np.ndarray:
+    """(n_resamples, systems): every system's metric on the same bootstrap resamples of the test items.
+
+    Systems scored on one test split share its easy and hard items, so their errors are correlated;
+    resampling them jointly keeps that correlation (a learning curve's slope is not blurred by it).
+    """
+    if metric == "macro_f1" and labels is None:
+        labels = sorted(set(references))
+    stats = [_statistic(metric, p, references, labels)[1] for p in predictions]
+    return np.concatenate([np.stack([stat(idx) for stat in stats], axis=1)
+                           for idx in _index_chunks(len(references), n_resamples, seed)])
+
+
 def score_all(task_type: str, predictions: list[str], references: list[str], labels: list[str] | None = None,
               n_resamples: int = 1000, seed: int = 0) -> dict[str, dict]:
     """Every metric of the task type, each with its bootstrap interval."""

@@ -8,17 +8,21 @@ from typing import Any, Literal
 from tunewise.results import ComputeEstimate
 
 
-def training_flops(params: int, tokens: int, method: Literal["lora", "full"]) -> float:
+def training_flops(params: int, tokens: int, method: Literal["lora", "full"], layers_share: float = 1.0) -> float:
     """FLOPs to train on `tokens` tokens (training tokens x epochs) with an N-parameter model.
 
     A forward pass costs ~2N per token; the backward pass costs ~2N for activation gradients plus ~2N
     for weight gradients (Kaplan et al. 2020), so full fine-tuning is ~6N. LoRA freezes the base weights
     and skips their weight gradients but still back-propagates through them: ~4N (the adapter's own
-    gradients are negligible, trainable << N).
+    gradients are negligible, trainable << N). With adapters only in the top `layers_share` of the
+    layers, back-propagation stops below them: ~(2 + 2 * layers_share) N.
     """
     if method not in ("lora", "full"):
         raise ValueError(f"method must be 'lora' or 'full', got {method!r}")
-    return (4.0 if method == "lora" else 6.0) * float(params) * float(tokens)
+    if not 0 < layers_share <= 1:
+        raise ValueError(f"layers_share must be in (0, 1], got {layers_share}")
+    per_token = 2.0 + 2.0 * layers_share if method == "lora" else 6.0
+    return per_token * float(params) * float(tokens)
 
 
 def measure_device_flops(device: str = "cpu", dtype: Any = None, size: int = 1024,
@@ -54,7 +58,7 @@ def measure_device_flops(device: str = "cpu", dtype: Any = None, size: int = 102
 
 def estimate_compute(candidate: str, params: int, trainable_params: int, tokens: int,
                      method: Literal["lora", "full"], device_flops_per_s: float, efficiency: float,
-                     budget_seconds: float | None) -> ComputeEstimate:
+                     budget_seconds: float | None, layers_share: float = 1.0) -> ComputeEstimate:
     """Estimated training time = FLOPs / (device FLOP/s x efficiency), checked against the budget.
 
     `efficiency` is the fraction of the matmul rate real training achieves (data loading, small
@@ -63,7 +67,7 @@ def estimate_compute(candidate: str, params: int, trainable_params: int, tokens:
     """
     if device_flops_per_s <= 0 or efficiency <= 0:
         raise ValueError("device_flops_per_s and efficiency must be positive")
-    flops = training_flops(params, tokens, method)
+    flops = training_flops(params, tokens, method, layers_share if method == "lora" else 1.0)
     seconds = flops / (device_flops_per_s * efficiency)
     return ComputeEstimate(candidate=candidate, params=params, trainable_params=trainable_params, tokens=tokens,
                            flops=flops, device_flops_per_s=device_flops_per_s, estimated_seconds=seconds,

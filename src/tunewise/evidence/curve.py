@@ -93,17 +93,22 @@ def _interval(value: float, draws: np.ndarray, lo: float = -np.inf, hi: float = 
 
 
 def fit_learning_curve(points: list[CurvePoint], metric: str, candidate: str, target: float | None,
-                       n_full: int, n_boot: int = 1000, seed: int = 0) -> LearningCurve:
+                       n_full: int, n_boot: int = 1000, seed: int = 0,
+                       resampled: np.ndarray | None = None) -> LearningCurve:
     """Fit error = A n^-b + E to the ok points; project to 2x and 4x n_full with bootstrap intervals.
 
-    Intervals come from a parametric bootstrap: each point's value is redrawn from a normal with
-    sd = (ci_high - ci_low) / 3.92 and the curve refitted (failed refits are dropped). The curve is
+    Intervals come from refitting the curve on bootstrap draws of the points. `resampled`, shape
+    (draws, len(points)), gives every point's metric on the same resamples of the test items (see
+    stats.joint_resamples): the points share one test split, so this keeps their correlation. Without
+    it each point is redrawn independently from a normal with sd = (ci_high - ci_low) / 3.92. Failed
+    refits are dropped. The curve is
     marked not extrapolable, with a plain-words reason, when there are fewer than 4 ok points, the fit
     fails, the rise is within the noise, b is near zero, the 2x projection interval is wider than half
     the observed metric range, or the fit misses the points by more than their noise.
     """
     curve = LearningCurve(candidate=candidate, metric=metric, points=points)
-    ok = sorted((p for p in points if p.status == "ok"), key=lambda p: p.n)
+    order = sorted((i for i, p in enumerate(points) if p.status == "ok"), key=lambda i: points[i].n)
+    ok = [points[i] for i in order]
     if len(ok) < MIN_POINTS:
         curve.reason = (f"only {len(ok)} learning-curve point(s) trained successfully; a 3-parameter curve "
                         f"needs at least {MIN_POINTS} to check the fit, so it is not extrapolated")
@@ -125,9 +130,10 @@ def fit_learning_curve(points: list[CurvePoint], metric: str, candidate: str, ta
             return curve
         rng = np.random.default_rng(seed)
         boots = []
-        for _ in range(n_boot):
-            yb = np.clip(1.0 - (v + rng.normal(0.0, 1.0, v.size) * sd), 0.0, 1.0)
-            pb = _curve_fit(x, yb, p)
+        point_draws = (resampled[:, order] if resampled is not None
+                       else v + rng.normal(0.0, 1.0, (n_boot, v.size)) * sd)
+        for row in point_draws:
+            pb = _curve_fit(x, np.clip(1.0 - row, 0.0, 1.0), p)
             if pb is not None:
                 boots.append(pb)
     boots_arr = np.array(boots).reshape(-1, 3)
@@ -146,10 +152,16 @@ def fit_learning_curve(points: list[CurvePoint], metric: str, candidate: str, ta
     problems = []
     noise = float(np.sqrt(np.mean(half ** 2)))  # pooled CI half-width
     rise = float(v[-1] - v[0])
+    rise_lo = float(np.percentile(point_draws[:, -1] - point_draws[:, 0], 2.5)) if resampled is not None else None
     if rise < 0:
         problems.append(f"the {len(ok)} points fall by {-rise:.2f} from the smallest to the largest training "
                         f"set (noise ±{noise:.2f}): the curve does not rise, more data of this kind is unlikely "
                         "to help")
+    elif rise_lo is not None:
+        if rise_lo <= 0:
+            problems.append(f"the {len(ok)} points rise by {rise:.2f}, but its 95% interval on the same test "
+                            f"items reaches {rise_lo:.2f}: the curve may be flat, more data of this kind may not "
+                            "help")
     elif rise <= noise:
         problems.append(f"the {len(ok)} points rise by {rise:.2f}, less than their ±{noise:.2f} noise: "
                         "the curve is flat, more data of this kind is unlikely to help")

@@ -53,7 +53,7 @@ def load_finetuned(c: CandidateResult, device: str):
         from peft import PeftModel
 
         base, tokenizer = load_model(c.model or DEFAULT_MODEL, device=device, dtype="auto")
-        model = PeftModel.from_pretrained(base, str(path)).eval()
+        model = PeftModel.from_pretrained(base, str(path)).merge_and_unload().eval()  # merged: scores faster
     else:
         model, tokenizer = load_model(str(path), device=device, dtype="auto")
     return LanguageModel(model, tokenizer, c.name)
@@ -94,7 +94,7 @@ def training_tokens(lm, records, system, max_length: int) -> int:
     return total
 
 
-def calibrate(lm, records, system, work_dir: Path, max_length: int, device: str) -> dict:
+def calibrate(lm, records, system, work_dir: Path, max_length: int, device: str, layers_share: float = 1.0) -> dict:
     """A short real training run on this device: the achieved rate that turns FLOPs into seconds."""
     import time
 
@@ -106,20 +106,22 @@ def calibrate(lm, records, system, work_dir: Path, max_length: int, device: str)
     examples = [Example(lm.encode(lm.render(system + input_turns(r), add_generation_prompt=True)),
                         lm.label_ids([r.output])[0]) for r in records[:24]]
     start = time.perf_counter()
-    result = train(model, tokenizer, examples, [], TrainConfig(epochs=1, max_length=max_length, batch_size=8),
+    result = train(model, tokenizer, examples, [], TrainConfig(epochs=1, max_length=max_length, batch_size=8,
+                                                                 layers_share=layers_share),
                    work_dir, progress=False)
     del model
     peak = measure_device_flops("cuda" if device.startswith("cuda") else "cpu", dtype="bfloat16", seconds=0.5)
     params = count_params(lm.model)[0]
-    achieved = training_flops(params, result.tokens, "lora") / max(result.seconds, 1e-9)
+    achieved = training_flops(params, result.tokens, "lora", layers_share) / max(result.seconds, 1e-9)
     return {"device_flops_per_s": peak, "efficiency": achieved / peak, "tokens_per_s": result.tokens_per_s,
             "seconds": time.perf_counter() - start, "params": params}
 
 
 def compute_estimate(name: str, method: str, params: int, trainable: int, tokens: int, calibration: dict,
-                     budget_hours: float | None) -> ComputeEstimate:
+                     budget_hours: float | None, layers_share: float = 1.0) -> ComputeEstimate:
     return estimate_compute(name, params, trainable, tokens, method, calibration["device_flops_per_s"],
-                            calibration["efficiency"], budget_hours * 3600 if budget_hours else None)
+                            calibration["efficiency"], budget_hours * 3600 if budget_hours else None,
+                            layers_share)
 
 
 def cost_table(candidates: list[CandidateResult], prices: Prices, monthly: int | None, metric: str,

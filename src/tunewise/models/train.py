@@ -58,13 +58,17 @@ class TrainConfig(BaseModel):
     method: Literal["lora", "full"] = Field("lora", description="lora: train low-rank adapters; full: all weights")
     r: int = Field(16, ge=1, description="LoRA rank")
     alpha: int = Field(32, ge=1, description="LoRA alpha (the update is scaled by alpha / r)")
-    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="dropout on the LoRA input")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the LoRA input (0: PEFT skips the "
+                           "dropout op, about 20% faster on CPU)")
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         description="module names that get LoRA adapters (those the model lacks are skipped)")
+    layers_share: float = Field(1.0, gt=0.0, le=1.0, description="share of the transformer layers, counted from "
+                                "the top, that get LoRA adapters; backward stops below them (0.5: about 1.5x "
+                                "faster on CPU)")
     epochs: int = Field(1, ge=1, description="passes over the training data (fewer when stopping early)")
     learning_rate: float | None = Field(None, gt=0,
-                                        description="peak learning rate; None: 2e-4 for lora, 3e-5 for full")
+                                        description="peak learning rate; None: 6e-4 for lora, 3e-5 for full")
     batch_size: int = Field(8, ge=1, description="examples per optimizer step (per process)")
     max_length: int = Field(256, ge=2, description="tokens per example; the prompt is cut from the left to fit")
     patience: int = Field(1, ge=1, description="early stopping: epochs without a better validation loss")
@@ -78,7 +82,7 @@ class TrainConfig(BaseModel):
     def lr(self) -> float:
         if self.learning_rate is not None:
             return self.learning_rate
-        return 2e-4 if self.method == "lora" else 3e-5
+        return 6e-4 if self.method == "lora" else 3e-5
 
 
 @dataclass
@@ -302,8 +306,12 @@ def _with_lora(model, cfg: TrainConfig):
     if not targets:
         raise ConfigError(f"LoRA target_modules {cfg.target_modules} match no module of the model",
                           fix=f"pick from {sorted(present)[:20]}")
+    n_layers = getattr(model.config, "num_hidden_layers", None)
+    layers = None
+    if cfg.layers_share < 1 and n_layers:
+        layers = list(range(n_layers - max(1, math.ceil(n_layers * cfg.layers_share)), n_layers))
     lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
-                      task_type="CAUSAL_LM", bias="none")
+                      task_type="CAUSAL_LM", bias="none", layers_to_transform=layers)
     return get_peft_model(model, lora)
 
 

@@ -40,6 +40,9 @@ def print_summary(results: RunResults, out_dir: Path, console) -> None:
     console.print(table)
     if results.verdict:
         print_verdict(results.verdict, console)
+    if results.stage_seconds:
+        stages = ", ".join(f"{k.replace('_', ' ')} {v:.0f} s" for k, v in results.stage_seconds.items())
+        console.print(f"\ntime: {stages}; total {sum(results.stage_seconds.values()):.0f} s", highlight=False)
     console.print(f"\nreport: {out_dir / 'report.html'}  (also report.md, results.json)")
 
 

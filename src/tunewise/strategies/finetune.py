@@ -40,6 +40,8 @@ class FineTune:
 
         defaults = {"method": self.method, "epochs": ctx.budget.epochs, "max_length": ctx.budget.max_length,
                     "seed": ctx.seed}
+        if self.method == "lora":
+            defaults["layers_share"] = ctx.budget.lora_layers_share
         return TrainConfig(**(defaults | self.options))
 
     def settings(self) -> dict:
