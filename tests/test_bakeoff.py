@@ -129,6 +129,32 @@ def test_few_shot_examples_are_balanced_across_classes(tmp_path):
     assert sorted(r.output for r in s.examples) == ["negative", "negative", "positive", "positive"]
 
 
+class PriorLM(RecordingLM):
+    """Always scores 'positive' highest, by 1 nat for a real input and by 3 for the content-free one:
+    raw scoring says positive, calibrated scoring says the runner-up."""
+
+    def classify(self, shared, rest, labels, cache=None, label_ids=None):
+        lift = 3.0 if rest[-1][1] == "N/A" else 1.0
+        lps = [lift if lab == "positive" else 0.0 for lab in labels]
+        return Scored(labels[lps.index(max(lps))], 0.001, 10, 1, lps)
+
+
+@pytest.mark.parametrize("truth, calibrated", [("positive", False), ("neg", True)])
+def test_calibration_is_chosen_on_validation(tmp_path, truth, calibrated):
+    pool = FakePool()
+    pool.fake = PriorLM()
+    validation = [rec(200 + i, f"validation {i}", truth) for i in range(6)]
+    ctx = Context(task=TASK, labels=TASK.labels, train=TRAIN, validation=validation, budget=BUDGETS["quick"],
+                  seed=0, work_dir=tmp_path, models=pool)
+    s = build(CandidateSpec(name="zero_shot", strategy="zero_shot", model="fake"))
+    facts = s.fit(ctx)
+    assert s.calibrate is calibrated and s.settings()["calibrate"] == "auto"
+    assert facts["notes"] == [f"contextual calibration {'on' if calibrated else 'off'}: accuracy on the 6 "
+                              f"validation records {1.0 if calibrated else 0.0:.2f} with it, "
+                              f"{0.0 if calibrated else 1.0:.2f} without"]
+    assert s.predict(ctx, TEST[0]).prediction == ("neg" if calibrated else "positive")
+
+
 def test_unknown_strategy_lists_the_known_ones():
     with pytest.raises(ConfigError, match="few_shot.*lora|lora.*zero_shot"):
         build(CandidateSpec(name="x", strategy="nope"))

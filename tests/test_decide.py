@@ -201,6 +201,18 @@ def test_none_of_the_options_learned_the_task():
     assert_reasons_cite_numbers(v)
 
 
+def test_too_few_test_records_to_show_learning_says_how_many_would():
+    cands = [cand("majority", "baseline", "majority", 0.65, 0.56, 0.74),
+             cand("classical", "classical", "classical", 0.69, 0.60, 0.78),
+             cand("lora", "finetune", "lora", 0.75, 0.64, 0.84)]
+    v = decide(run(cands, split={"test": 379, "test_scored": 100}), None, None)
+    assert v.decision == "INSUFFICIENT_EVIDENCE"
+    assert "not shown that any option learned the task" in v.summary.lower()
+    assert "100 test records cannot separate them" in v.summary
+    need = int(re.search(r"about ([\d,]+) would", v.summary).group(1).replace(",", ""))
+    assert 100 < need <= 400
+
+
 def test_all_failed_is_insufficient_evidence():
     v = decide(run([cand("lora", "finetune", "lora", 0, 0, 0, status="failed")]), None, None)
     assert v.decision == "INSUFFICIENT_EVIDENCE" and "1 failed" in v.summary

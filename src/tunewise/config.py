@@ -146,8 +146,8 @@ class Budget(_Strict):
 
 BUDGETS: dict[str, Budget] = {
     # quick: about 10 minutes on 2 CPU cores; LoRA on the top half of the layers trains 1.5x faster.
-    "quick": Budget(name="quick", test_limit=100, train_limit=400, epochs=1, shots=3, max_length=192,
-                    lora_layers_share=0.5, curve_fractions=[0.125, 0.25, 0.5, 1.0], probe_limit=60),
+    "quick": Budget(name="quick", test_limit=100, train_limit=None, epochs=1, shots=3, max_length=192,
+                    lora_layers_share=0.5, curve_fractions=[0.125, 0.25, 0.5, 1.0], probe_limit=40),
     "standard": Budget(name="standard", test_limit=None, train_limit=None, epochs=2, shots=4,
                        max_length=256, curve_fractions=[0.125, 0.25, 0.5, 1.0], probe_limit=150),
     "full": Budget(name="full", test_limit=None, train_limit=None, epochs=3, shots=8, max_length=512,

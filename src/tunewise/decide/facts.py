@@ -170,7 +170,7 @@ class Facts:
     @property
     def test_size(self) -> int | None:
         split = self.results.split or {}
-        for key in ("test", "n_test", "test_size", "test_records"):
+        for key in ("test_scored", "test", "n_test", "test_size", "test_records"):  # scored, not split size
             n = _int(split.get(key))
             if n:
                 return n

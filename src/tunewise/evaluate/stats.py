@@ -65,6 +65,11 @@ def _statistic(metric, predictions, references, labels) -> tuple[float, Callable
     raise ValueError(f"unknown metric {metric!r}; expected macro_f1 or one of {ITEM_METRICS}")
 
 
+def metric_value(metric: str, predictions: list[str], references: list[str], labels: list[str] | None = None) -> float:
+    """The metric on the whole split, no interval."""
+    return _statistic(metric, predictions, references, labels)[0]
+
+
 def _interval(value: float, samples: np.ndarray, alpha: float) -> tuple[float, float]:
     lo, hi = np.percentile(samples, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     # Percentile intervals of a biased statistic (macro-F1 with rare classes) can miss the point

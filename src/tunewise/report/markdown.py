@@ -148,7 +148,8 @@ def _profile(r: RunResults) -> list[str]:
 
 def _settings(r: RunResults) -> list[str]:
     out = ["## Settings", ""]
-    blocks = {"task": r.task, "budget": r.budget, "split": r.split, "data": r.data, "environment": r.environment}
+    blocks = {"task": r.task, "budget": r.budget, "split": r.split, "data": r.data, "environment": r.environment,
+              "time per stage (seconds)": r.stage_seconds}
     blocks.update({f"candidate {c.name}": {"strategy": c.strategy, "model": c.model, "params": c.params,
                                             "trainable_params": c.trainable_params, "artifact": c.artifact,
                                             "settings": c.settings, "notes": c.notes} for c in r.candidates})

@@ -4,7 +4,9 @@ All three build the same system turn and differ only in which training examples 
 input. Examples come from the training records only, never from the test split. Classification
 is scored by label likelihood; with `calibrate` the label scores are corrected by the scores the
 model gives a content-free input ("N/A"), which removes its prior for some labels
-(contextual calibration, Zhao et al. 2021).
+(contextual calibration, Zhao et al. 2021). Calibration equalises the label prior, which helps a
+model that favours a wrong label and hurts on skewed data, so by default (`calibrate: auto`) it is
+used only when it scores better on the validation slice carved from train; the choice is noted.
 """
 
 from __future__ import annotations
@@ -26,17 +28,19 @@ CONTENT_FREE = "N/A"
 class PromptStrategy:
     family = "prompting"
     uses_examples = False
-    calibrate_default = True
+    calibrate_default: bool | str = "auto"
 
     def __init__(self, spec: CandidateSpec):
         self.spec = spec
         self.model_name = spec.model or DEFAULT_MODEL
         self.k = spec.options.get("k")
-        self.calibrate = bool(spec.options.get("calibrate", self.calibrate_default))
+        mode = spec.options.get("calibrate", self.calibrate_default)
+        self.calibration_mode = mode if mode == "auto" else bool(mode)
+        self.calibrate = bool(mode)
         self.max_new_tokens = int(spec.options.get("max_new_tokens", 64))
 
     def settings(self) -> dict:
-        s = {"model": self.model_name, "calibrate": self.calibrate}
+        s = {"model": self.model_name, "calibrate": self.calibration_mode}
         if self.uses_examples:
             s["k"] = self.k
         return s
@@ -50,7 +54,31 @@ class PromptStrategy:
         self._shared_prefix: tuple | None = None
         self._label_ids = self.lm.label_ids(ctx.labels) if ctx.task.type == "classification" else None
         self._prior: dict[tuple, list[float]] = {}
-        return {}
+        notes = []
+        if self.calibration_mode == "auto":
+            self.calibrate = False
+            if ctx.task.type == "classification" and ctx.validation:
+                self.calibrate, note = self._choose_calibration(ctx)
+                notes.append(note)
+        return {"notes": notes}
+
+    def _choose_calibration(self, ctx: Context) -> tuple[bool, str]:
+        """Calibrate or not, whichever scores better on the validation slice (ties: not)."""
+        from tunewise.evaluate.stats import metric_value
+
+        self.calibrate = True
+        raw, calibrated = [], []
+        for r in ctx.validation:
+            scored = self.predict(ctx, r)
+            labels = self.candidate_labels(ctx, self.examples_for(r))
+            raw.append(labels[int(np.argmax(scored.label_logprobs))])
+            calibrated.append(scored.prediction)
+        refs = [r.output for r in ctx.validation]
+        metric = ctx.task.primary_metric
+        on, off = (metric_value(metric, p, refs, ctx.labels) for p in (calibrated, raw))
+        use = bool(on > off)
+        return use, (f"contextual calibration {'on' if use else 'off'}: {metric} on the {len(refs)} validation "
+                     f"records {on:.2f} with it, {off:.2f} without")
 
     def prepare(self, ctx: Context) -> None:
         """Choose examples once (static) or build an index (retrieved)."""
