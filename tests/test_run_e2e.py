@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tunewise.cli import app
+from tunewise.config import BUDGETS
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SIX = {"majority", "classical", "zero_shot", "few_shot", "knn_few_shot", "lora"}
@@ -54,7 +55,9 @@ def test_evidence_and_verdict_are_in_the_results(first_run):
     curve = results["learning_curve"]
     assert [p["fraction"] for p in curve["points"]] == [0.125, 0.25, 0.5, 1.0]
     assert curve["points"][0]["n"] < curve["points"][-1]["n"]
-    assert results["forgetting"]["items"] == 60 and results["forgetting"]["models"][0]["candidate"] == "lora"
+    assert results["forgetting"]["items"] == BUDGETS["quick"].probe_limit
+    assert results["forgetting"]["models"][0]["candidate"] == "lora"
+    assert {"profile", "bakeoff", "learning_curve", "forgetting"} <= set(results["stage_seconds"])
     estimate = results["compute"][0]
     assert estimate["candidate"] == "lora" and estimate["flops"] > 0 and estimate["measured_seconds"] > 0
     assert results["cost"]["candidates"] and results["cost"]["break_even"] is not None
