@@ -5,11 +5,11 @@ The rules, tried in order; the first that applies decides:
 1. Nothing measured: no option produced a score -> INSUFFICIENT_EVIDENCE.
 2. Majority floor: an option "learned the task" only if it beats the majority class significantly: by a
    paired test against it when the run has one, else by the lower bound of its 95% interval lying above
-   the majority-class score. Options that did not are never recommended. If none did, the summary says so and names the next step: RETRIEVAL when
-   knowledge changes daily/realtime; INSUFFICIENT_EVIDENCE when the best is above the floor but the test
-   set is too small to show it (saying how many test records would); COLLECT_MORE_DATA when the data is
-   small or the learning curve is still rising; else INSUFFICIENT_EVIDENCE (try a larger model, check the
-   labels).
+   the majority-class score. Options that did not are never recommended. If none did, the summary says
+   so and names the next step: RETRIEVAL when knowledge changes daily/realtime; INSUFFICIENT_EVIDENCE
+   when the best is above the floor and a test set up to 10x larger would show it (saying how many
+   records); COLLECT_MORE_DATA when the data is small or the learning curve is still rising; else
+   INSUFFICIENT_EVIDENCE (try a larger model, check the labels).
 3. Limits: options over the p95 latency limit or the compute budget are not recommended; if that
    leaves none -> INSUFFICIENT_EVIDENCE naming the limit.
 4. Target (argument, else results.task["target"]): among options that reach it, the CHEAPEST (cost per
@@ -89,7 +89,7 @@ def _none_learned(f: Facts) -> Choice | None:
         return Choice("RETRIEVAL", None, head + f" The knowledge changes {_rate(f)}: next, retrieve "
                       "live data into the prompt, and try a larger model.")
     need = _samples_needed(f.score(best).value, floor) if f.score(best).value > floor else None
-    if need and f.test_size and f.test_size < need <= 4 * f.test_size:  # a realistic larger test set
+    if need and f.test_size and f.test_size < need <= 10 * f.test_size:  # a realistic larger test set
         return Choice("INSUFFICIENT_EVIDENCE", None,
                       f"Not shown that any option learned the task: the best, {label(best)} "
                       f"{fmt.iv(f.score(best))}, is above the majority-class score of {floor:.2f}, but "
