@@ -66,12 +66,10 @@ class PromptStrategy:
         """Calibrate or not, whichever scores better on the validation slice (ties: not)."""
         from tunewise.evaluate.stats import metric_value
 
-        self.calibrate = True
         raw, calibrated = [], []
         for r in ctx.validation:
-            scored = self.predict(ctx, r)
-            labels = self.candidate_labels(ctx, self.examples_for(r))
-            raw.append(labels[int(np.argmax(scored.label_logprobs))])
+            scored, unadjusted = self._predict(ctx, r, calibrate=True)
+            raw.append(unadjusted)
             calibrated.append(scored.prediction)
         refs = [r.output for r in ctx.validation]
         metric = ctx.task.primary_metric
@@ -90,20 +88,26 @@ class PromptStrategy:
         return ctx.labels
 
     def predict(self, ctx: Context, record: Record) -> Scored:
+        return self._predict(ctx, record, self.calibrate)[0]
+
+    def _predict(self, ctx: Context, record: Record, calibrate: bool) -> tuple[Scored, str]:
+        """(scored, raw prediction): `scored.prediction` is calibrated when asked, the raw one is not."""
         examples = self.examples_for(record)
         shared = self.system + (example_turns(examples) if not self.per_record_examples else [])
         rest = (example_turns(examples) if self.per_record_examples else []) + input_turns(record)
         if ctx.task.type == "generation":
-            return self.lm.generate(shared + rest, max_new_tokens=self.max_new_tokens)
+            scored = self.lm.generate(shared + rest, max_new_tokens=self.max_new_tokens)
+            return scored, scored.prediction
         labels = self.candidate_labels(ctx, examples)
         label_ids = self._label_ids if labels is ctx.labels else self.lm.label_ids(labels)
         cache = self._cache(shared)
         scored = self.lm.classify(shared, rest, labels, cache=cache, label_ids=label_ids)
-        if self.calibrate:
+        raw = scored.prediction
+        if calibrate:
             prior = self._content_free(shared, labels, label_ids, examples)
             adjusted = [lp - p for lp, p in zip(scored.label_logprobs, prior)]
             scored.prediction = labels[int(np.argmax(adjusted))]
-        return scored
+        return scored, raw
 
     per_record_examples = False
 
