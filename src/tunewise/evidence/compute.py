@@ -67,7 +67,7 @@ def estimate_compute(candidate: str, params: int, trainable_params: int, tokens:
     """
     if device_flops_per_s <= 0 or efficiency <= 0:
         raise ValueError("device_flops_per_s and efficiency must be positive")
-    flops = training_flops(params, tokens, method, layers_share if method == "lora" else 1.0)
+    flops = training_flops(params, tokens, method, layers_share)
     seconds = flops / (device_flops_per_s * efficiency)
     return ComputeEstimate(candidate=candidate, params=params, trainable_params=trainable_params, tokens=tokens,
                            flops=flops, device_flops_per_s=device_flops_per_s, estimated_seconds=seconds,
