@@ -69,6 +69,22 @@ def test_shared_prefix_cache_is_reused_without_changing_scores(lm):
         cached = lm.classify(shared, rest, labels, cache=cache).label_logprobs
         fresh = [naive_logprob(lm, shared + rest, label) for label in labels]
         assert cached == pytest.approx(fresh, abs=2e-3)
+    assert cache.get_seq_length() == len(prefix_ids)  # scoring never grows the shared cache
+
+
+def test_batched_scoring_of_inputs_of_different_lengths_matches_a_full_forward(lm):
+    shared = [("system", "Classify the text."), ("user", "great stuff"), ("assistant", "positive")]
+    labels = ["neg", "negative", "credit card payment declined", "positive"]
+    texts = ["meh", "The payment did not go through and I am upset. " * 4, "lovely day out, we enjoyed it",
+             "terrible", "ok I guess, nothing special about it"]
+    rests = [[("user", t)] for t in texts]
+    cache = lm.prefix_cache(lm.split_prompt(shared, rests[0])[0])
+    batched = lm.classify_many(shared, rests, labels, cache=cache, batch_size=3)  # left padding in each batch
+    assert len({len(lm.split_prompt(shared, r)[1]) for r in rests}) >= 3  # batches really hold padding
+    for rest, scored in zip(rests, batched):  # results come back in input order
+        expected = [naive_logprob(lm, shared + rest, label) for label in labels]
+        assert scored.label_logprobs == pytest.approx(expected, abs=2e-3)
+        assert scored.prediction == labels[max(range(len(labels)), key=lambda i: expected[i])]
 
 
 class RecordingLM:
@@ -90,6 +106,9 @@ class RecordingLM:
         self.prompts.append(list(shared) + list(rest))
         return Scored(labels[0], 0.001, 10, 1, [0.0] * len(labels))
 
+    def classify_many(self, shared, rests, labels, cache=None, label_ids=None):
+        return [self.classify(shared, rest, labels, cache, label_ids) for rest in rests]
+
 
 class FakePool(ModelPool):
     def __init__(self):
@@ -110,8 +129,9 @@ def test_no_test_example_ever_appears_in_a_prompt(tmp_path, strategy):
     ctx = ctx_for(tmp_path)
     s = build(CandidateSpec(name=strategy, strategy=strategy, model="fake", options={"k": 4}))
     s.fit(ctx)
-    for record in TEST:
+    for record in TEST[:3]:
         s.predict(ctx, record)
+    s.predict_many(ctx, TEST[3:])
     prompts = ctx.models.fake.prompts
     assert len(prompts) >= len(TEST)
     test_texts = {r.text for r in TEST}
@@ -175,6 +195,43 @@ class Explodes:
 
     def predict(self, ctx, record):
         raise AssertionError("not reached")
+
+
+@register("batches_for_test")
+class Batches:
+    """Single requests take 50 ms, batched ones 1 ms each: latency must come from the single ones."""
+
+    family = "prompting"
+    calls: list = []
+
+    def __init__(self, spec):
+        pass
+
+    def settings(self):
+        return {}
+
+    def fit(self, ctx):
+        return {}
+
+    def predict(self, ctx, record):
+        Batches.calls.append(1)
+        return Scored(record.output, 0.050, 10, 1)
+
+    def predict_many(self, ctx, records):
+        Batches.calls.append(len(records))
+        return [Scored(r.output, 0.001, 10, 1) for r in records]
+
+
+def test_latency_comes_from_single_requests_and_the_rest_is_batched(tmp_path, monkeypatch):
+    import tunewise.bakeoff as bakeoff_module
+
+    monkeypatch.setattr(bakeoff_module, "LATENCY_SAMPLE", 3)
+    Batches.calls = []
+    result = bakeoff(tmp_path, [CandidateSpec(name="b", strategy="batches_for_test")], Store(tmp_path / "s"))[0]
+    assert result.status == "ok" and result.predictions == [r.output for r in TEST]  # order kept
+    assert Batches.calls == [1, 1, 1, len(TEST) - 3]
+    assert result.latency_samples == 3 and result.latency_ms["p95"] == pytest.approx(50.0)
+    assert result.scoring_seconds is not None
 
 
 def bakeoff(tmp_path, specs, store):

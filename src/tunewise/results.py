@@ -48,7 +48,9 @@ class CandidateResult(BaseModel):
     metrics: dict[str, Interval] = Field(default_factory=dict)
     per_class: dict[str, ClassScore] | None = None
     confusion: Confusion | None = None
-    latency_ms: dict[str, float] | None = None  # p50, p95
+    latency_ms: dict[str, float] | None = None  # p50, p95, mean of single requests
+    latency_samples: int | None = None  # how many single requests were timed (the rest were batched)
+    scoring_seconds: float | None = None  # wall time to predict the whole test split
     prompt_tokens_mean: float | None = None
     output_tokens_mean: float | None = None
     train_seconds: float | None = None

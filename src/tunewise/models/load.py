@@ -110,6 +110,19 @@ def pick_dtype(dtype: str, device: str):
     return table[dtype]
 
 
+def pick_attention(device: str, max_tokens: int | None = None) -> str | None:
+    """'eager' on CPU: for the short sequences of label scoring and fine-tuning, plain matmul attention
+    beat torch's CPU flash kernel here (single-input scoring 127 vs 167 ms, LoRA training 468 vs 381
+    tokens/s on 2 cores). Eager keeps every layer's full score matrix for backward, so training on
+    sequences over EAGER_MAX_TOKENS keeps sdpa. None (the model's default, sdpa) elsewhere."""
+    if not device.startswith("cpu"):
+        return None
+    return "eager" if max_tokens is None or max_tokens <= EAGER_MAX_TOKENS else "sdpa"
+
+
+EAGER_MAX_TOKENS = 512
+
+
 @lru_cache(maxsize=1)
 def cpu_has_bf16() -> bool:
     try:
@@ -141,7 +154,8 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "float32"):
     tokenizer = load_tokenizer(name)
     path = _materialise(resolve(name))
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, device))
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, device),
+                                                     attn_implementation=pick_attention(device))
     except OSError as exc:
         raise ConfigError(f"--model '{name}': cannot load ({str(exc).splitlines()[0]})",
                           fix=f"check the name or use the shipped '{DEFAULT_MODEL}' offline") from exc

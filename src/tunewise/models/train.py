@@ -341,6 +341,16 @@ def _accelerator(cpu: bool, mixed_precision: str):
         return Accelerator(**kwargs)
 
 
+def _set_attention(model, on_cuda: bool, max_length: int) -> None:
+    """The attention kernel that trains fastest within memory on this device (see pick_attention)."""
+    from tunewise.models.load import pick_attention
+
+    choice = pick_attention("cuda" if on_cuda else "cpu", max_length)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if choice and getattr(base.config, "_attn_implementation", None) != choice:
+        base.set_attn_implementation(choice)
+
+
 def _set_threads(world: int) -> None:
     if "OMP_NUM_THREADS" in os.environ:
         return
@@ -427,6 +437,7 @@ def train(model, tokenizer, train: list[Example], val: list[Example], cfg: Train
 
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
+    _set_attention(model, on_cuda, cfg.max_length)
     if cfg.method == "lora":
         model = _with_lora(model, cfg)
     else:

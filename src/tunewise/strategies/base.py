@@ -59,6 +59,9 @@ class Strategy(Protocol):
     def predict(self, ctx: Context, record: Record) -> Scored:
         """Predict one test record."""
 
+    # Optional: `predict_many(ctx, records) -> list[Scored]` predicts in batches; the bake-off then
+    # times single requests on a sample for latency and batches the rest.
+
 
 _REGISTRY: dict[str, Callable[[CandidateSpec], Strategy]] = {}
 

@@ -91,12 +91,15 @@ class FineTune:
         return model.to(pick_dtype("auto", pick_device(device))).eval()
 
     def predict(self, ctx: Context, record: Record) -> Scored:
-        rest = input_turns(record)
-        if ctx.task.type == "generation":
-            return self.lm.generate(self.system + rest)
+        return self.predict_many(ctx, [record])[0]
+
+    def predict_many(self, ctx: Context, records: list[Record]) -> list[Scored]:
+        rests = [input_turns(r) for r in records]
+        if not records or ctx.task.type == "generation":
+            return [self.lm.generate(self.system + rest) for rest in rests]
         if self._cache is None:
-            self._cache = self.lm.prefix_cache(self.lm.split_prompt(self.system, rest)[0])
-        return self.lm.classify(self.system, rest, ctx.labels, cache=self._cache, label_ids=self._label_ids)
+            self._cache = self.lm.prefix_cache(self.lm.split_prompt(self.system, rests[0])[0])
+        return self.lm.classify_many(self.system, rests, ctx.labels, cache=self._cache, label_ids=self._label_ids)
 
 
 @register("lora")

@@ -28,6 +28,7 @@ CONTENT_FREE = "N/A"
 class PromptStrategy:
     family = "prompting"
     uses_examples = False
+    per_record_examples = False  # examples differ per input (retrieved): they follow the shared prefix
     calibrate_default: bool | str = "auto"
 
     def __init__(self, spec: CandidateSpec):
@@ -66,11 +67,8 @@ class PromptStrategy:
         """Calibrate or not, whichever scores better on the validation slice (ties: not)."""
         from tunewise.evaluate.stats import metric_value
 
-        raw, calibrated = [], []
-        for r in ctx.validation:
-            scored, unadjusted = self._predict(ctx, r, calibrate=True)
-            raw.append(unadjusted)
-            calibrated.append(scored.prediction)
+        both = self._predict_many(ctx, ctx.validation, calibrate=True)
+        calibrated, raw = [s.prediction for s, _ in both], [r for _, r in both]
         refs = [r.output for r in ctx.validation]
         metric = ctx.task.primary_metric
         on, off = (metric_value(metric, p, refs, ctx.labels) for p in (calibrated, raw))
@@ -81,35 +79,47 @@ class PromptStrategy:
     def prepare(self, ctx: Context) -> None:
         """Choose examples once (static) or build an index (retrieved)."""
 
-    def examples_for(self, record: Record) -> list[Record]:
-        return []
+    def examples_for(self, records: list[Record]) -> list[list[Record]]:
+        """The examples shown before each record's input."""
+        return [[] for _ in records]
 
-    def candidate_labels(self, ctx: Context, examples: list[Record]) -> list[str]:
+    def candidate_labels(self, ctx: Context, record: Record) -> list[str]:
         return ctx.labels
 
     def predict(self, ctx: Context, record: Record) -> Scored:
-        return self._predict(ctx, record, self.calibrate)[0]
+        return self._predict_many(ctx, [record], self.calibrate)[0][0]
 
-    def _predict(self, ctx: Context, record: Record, calibrate: bool) -> tuple[Scored, str]:
-        """(scored, raw prediction): `scored.prediction` is calibrated when asked, the raw one is not."""
-        examples = self.examples_for(record)
-        shared = self.system + (example_turns(examples) if not self.per_record_examples else [])
-        rest = (example_turns(examples) if self.per_record_examples else []) + input_turns(record)
+    def predict_many(self, ctx: Context, records: list[Record]) -> list[Scored]:
+        return [scored for scored, _ in self._predict_many(ctx, records, self.calibrate)]
+
+    def _predict_many(self, ctx: Context, records: list[Record], calibrate: bool) -> list[tuple[Scored, str]]:
+        """(scored, raw prediction) per record: `scored.prediction` is calibrated when asked, the raw
+        one is not. Classification over one label set is scored in batches."""
+        if not records:
+            return []
+        examples = self.examples_for(records)
+        shared = self.system + (example_turns(examples[0]) if examples and not self.per_record_examples else [])
+        rests = [(example_turns(ex) if self.per_record_examples else []) + input_turns(r)
+                 for r, ex in zip(records, examples)]
         if ctx.task.type == "generation":
-            scored = self.lm.generate(shared + rest, max_new_tokens=self.max_new_tokens)
-            return scored, scored.prediction
-        labels = self.candidate_labels(ctx, examples)
-        label_ids = self._label_ids if labels is ctx.labels else self.lm.label_ids(labels)
-        cache = self._cache(shared)
-        scored = self.lm.classify(shared, rest, labels, cache=cache, label_ids=label_ids)
-        raw = scored.prediction
-        if calibrate:
-            prior = self._content_free(shared, labels, label_ids, examples)
-            adjusted = [lp - p for lp, p in zip(scored.label_logprobs, prior)]
-            scored.prediction = labels[int(np.argmax(adjusted))]
-        return scored, raw
-
-    per_record_examples = False
+            return [(s, s.prediction) for s in
+                    (self.lm.generate(shared + rest, max_new_tokens=self.max_new_tokens) for rest in rests)]
+        label_sets = [self.candidate_labels(ctx, r) for r in records]
+        if all(labels is ctx.labels for labels in label_sets):
+            scored = self.lm.classify_many(shared, rests, ctx.labels, cache=self._cache(shared),
+                                           label_ids=self._label_ids)
+        else:  # labels restricted per input: one at a time
+            scored = [self.lm.classify(shared, rest, labels, cache=self._cache(shared))
+                      for rest, labels in zip(rests, label_sets)]
+        out = []
+        for s, labels, ex in zip(scored, label_sets, examples):
+            raw = s.prediction
+            if calibrate:
+                label_ids = self._label_ids if labels is ctx.labels else self.lm.label_ids(labels)
+                prior = self._content_free(shared, labels, label_ids, ex)
+                s.prediction = labels[int(np.argmax([lp - p for lp, p in zip(s.label_logprobs, prior)]))]
+            out.append((s, raw))
+        return out
 
     def _cache(self, shared):
         """The shared prefix's KV cache, built once (per distinct prefix) and reused."""
@@ -154,8 +164,8 @@ class FewShot(PromptStrategy):
         rng.shuffle(chosen)
         self.examples = chosen
 
-    def examples_for(self, record: Record) -> list[Record]:
-        return self.examples
+    def examples_for(self, records: list[Record]) -> list[list[Record]]:
+        return [self.examples for _ in records]
 
 
 @register("knn_few_shot")
@@ -184,16 +194,16 @@ class KnnFewShot(PromptStrategy):
             ctx.notes.append(f"{self.spec.name}: labels restricted to those of the {self.k * 4} nearest "
                              "training examples for each input")
 
-    def examples_for(self, record: Record) -> list[Record]:
+    def examples_for(self, records: list[Record]) -> list[list[Record]]:
         from tunewise.models.embed import nearest
 
-        q = self.embedder.encode([record.text])
-        idx, _ = nearest(q, self.train_emb, max(self.k * 4, self.k))
-        self._neighbours = [self.train[i] for i in idx[0]]
-        return list(reversed(self._neighbours[: self.k]))
+        idx, _ = nearest(self.embedder.encode([r.text for r in records]), self.train_emb, max(self.k * 4, self.k))
+        neighbours = [[self.train[i] for i in row] for row in idx]
+        self._neighbour_labels = {r.id: {n.output for n in near} for r, near in zip(records, neighbours)}
+        return [list(reversed(near[: self.k])) for near in neighbours]
 
-    def candidate_labels(self, ctx: Context, examples: list[Record]) -> list[str]:
+    def candidate_labels(self, ctx: Context, record: Record) -> list[str]:
         if not self.restrict:
             return ctx.labels
-        seen = {r.output for r in self._neighbours}
+        seen = self._neighbour_labels[record.id]
         return [label for label in ctx.labels if label in seen]
