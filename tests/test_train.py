@@ -161,6 +161,34 @@ def test_lora_training_lowers_val_loss_and_teaches_completion(trained):
     assert not result.model.training
 
 
+def test_bf16_copies_of_frozen_weights_change_nothing_but_speed(base, tmp_path, monkeypatch):
+    """On CPU bf16 the frozen Linear layers train on bf16 copies of their weights: the same numbers
+    autocast would compute, and the fp32 weights are back afterwards."""
+    import tunewise.models.train as train_module
+
+    model, tok = base
+    tr, va = secret_examples(tok, range(8), " kiwi"), secret_examples(tok, range(300, 302), " kiwi")
+    cfg = TrainConfig(r=4, alpha=8, epochs=1, learning_rate=1e-3, batch_size=4, max_length=40, dtype="bfloat16")
+    seen = []
+    real_swap = train_module._swap_frozen_linears
+
+    def spy(m, dtype):
+        swapped = real_swap(m, dtype)
+        seen.append((len(swapped), m.get_base_model().model.layers[0].mlp.down_proj.base_layer.weight.dtype))
+        return swapped
+
+    monkeypatch.setattr(train_module, "_swap_frozen_linears", spy)
+    fast = train(copy.deepcopy(model), tok, tr, va, cfg, tmp_path / "a", progress=False)
+    n_layers = model.config.num_hidden_layers
+    assert seen == [(7 * n_layers, torch.bfloat16)]  # every projection of every layer; not the tied head
+    monkeypatch.setattr(train_module, "_swap_frozen_linears", lambda m, dtype: [])
+    plain = train(copy.deepcopy(model), tok, tr, va, cfg, tmp_path / "b", progress=False)
+    assert fast.losses[0].train_loss == pytest.approx(plain.losses[0].train_loss, abs=1e-5)
+    assert fast.losses[0].val_loss == pytest.approx(plain.losses[0].val_loss, abs=1e-5)
+    restored = fast.model.get_base_model().model.layers[0].mlp.down_proj.base_layer.weight
+    assert restored.dtype == torch.float32 and torch.equal(restored, model.model.layers[0].mlp.down_proj.weight)
+
+
 def test_save_artifact_loads_back_with_peft(trained, tmp_path):
     from peft import AutoPeftModelForCausalLM
 

@@ -8,7 +8,9 @@ Fast on small CPUs and correct on CUDA and under `accelerate launch` (DDP):
   rows at completion positions are gathered and only those go through `lm_head` (the vocabulary
   projection over every position is a large share of the time for short completions).
 - bf16: autocast on CUDA (through accelerate) and on CPUs with native bf16; trainable weights and
-  the optimizer stay fp32.
+  the optimizer stay fp32. For LoRA on CPU the frozen Linear layers hold a bf16 copy of their
+  weight while training (the precision autocast computes them in), which saves casting them at
+  every step; the fp32 weights are put back at the end.
 - Validation loss after every epoch drives early stopping; the best epoch's weights are kept.
 - A checkpoint (trainable weights, optimizer, scheduler, RNG, position, losses) is written every
   `checkpoint_every` steps and at each epoch end; calling `train` again with the same `out_dir`
@@ -351,6 +353,26 @@ def _set_attention(model, on_cuda: bool, max_length: int) -> None:
         base.set_attn_implementation(choice)
 
 
+def _swap_frozen_linears(model, dtype: torch.dtype) -> list:
+    """Give frozen Linear layers a copy of their weight in the autocast dtype for the run; returns what
+    to put back. Autocast casts such weights at every use anyway (it caches casts only for weights
+    that require grad) and keeps the casts for backward, so results and peak memory are the same
+    and the per-step casts go. Weights shared with the input embedding stay: lookups are not autocast."""
+    embedding = model.get_input_embeddings().weight if hasattr(model, "get_input_embeddings") else None
+    swapped = []
+    for module in model.modules():
+        w = getattr(module, "weight", None)
+        if isinstance(module, torch.nn.Linear) and not w.requires_grad and w is not embedding and w.dtype != dtype:
+            module.weight = torch.nn.Parameter(w.detach().to(dtype), requires_grad=False)
+            swapped.append((module, w))
+    return swapped
+
+
+def _restore_linears(swapped: list) -> None:
+    for module, weight in swapped:
+        module.weight = weight
+
+
 def _set_threads(world: int) -> None:
     if "OMP_NUM_THREADS" in os.environ:
         return
@@ -448,6 +470,7 @@ def train(model, tokenizer, train: list[Example], val: list[Example], cfg: Train
     model.train()
     swapped = _swap_dropout(model, fast=not on_cuda)
     autocast = torch.bfloat16 if (not on_cuda and precision == "bf16") else None
+    low_precision = _swap_frozen_linears(model, autocast) if autocast is not None and cfg.method == "lora" else []
     module = CompletionLoss(model, autocast_dtype=autocast)
     if not module.fast:
         log.info("model has no body/lm_head split: using the full forward for the loss")
@@ -594,6 +617,7 @@ def train(model, tokenizer, train: list[Example], val: list[Example], cfg: Train
         if bar is not None:
             bar.stop()
         _restore_dropout(swapped)
+        _restore_linears(low_precision)
 
     # -- finish --
     last_epoch = len(st["losses"])
