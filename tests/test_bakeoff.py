@@ -286,3 +286,19 @@ def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, monkeypatch)
     assert second.status == "ok", second.error
     assert "resumed from step 3" in second.notes
     assert second.artifact and (tmp_path / "run" / "candidates" / "lora" / "adapter").is_dir()
+
+
+def test_a_model_cast_for_scoring_matches_one_loaded_in_bf16(lm):
+    """Fine-tuned models are cast to the scoring dtype after training: parameters only, so the rotary
+    buffers stay fp32 exactly as when the model is loaded in bf16 (rounding them shifts positions)."""
+    import copy
+
+    from tunewise.models.load import cast_weights, load_model
+
+    cast = cast_weights(copy.deepcopy(lm.model), torch.bfloat16)
+    loaded, _ = load_model("smollm2-135m", dtype="bfloat16")
+    assert {b.dtype for b in cast.model.rotary_emb.buffers()} == {torch.float32}
+    assert {p.dtype for p in cast.parameters()} == {torch.bfloat16}
+    ids = torch.tensor([lm.encode("A long enough sentence to reach positions where rounded angles differ. " * 4)])
+    with torch.no_grad():
+        assert torch.equal(cast(ids).logits, loaded(ids).logits)

@@ -43,10 +43,15 @@ class LanguageModel:
         self.device = next(model.parameters()).device
         self._end = self._end_of_turn()
         # transformers renamed `past_key_values` to `cache` (5.x deprecates the old name).
-        params = inspect.signature(model.forward).parameters
+        from tunewise.models.load import body_and_head
+
+        # Only the last positions' logits are needed (first label token, the labels' own positions):
+        # the body runs alone and the head sees just those rows. Through the model's own forward, a
+        # frozen tied head was copied at every call (+50 ms a forward on 2 cores with torch 2.13).
+        self._parts = body_and_head(model)
+        forward = self._parts[0].forward if self._parts else model.forward
+        params = inspect.signature(forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
-        # Only the last positions' logits are needed (first label token, the labels' own positions).
-        self._last_only = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
 
     # -- prompts ---------------------------------------------------------------------------
     def render(self, messages: Messages, *, add_generation_prompt: bool) -> str:
@@ -85,9 +90,21 @@ class LanguageModel:
 
         cache = DynamicCache(config=self.model.config)
         if prefix_ids:
-            self.model(torch.tensor([prefix_ids], device=self.device), use_cache=True, **{self._cache_kw: cache},
-                       **self._last_only)
+            self._last_logits(torch.tensor([prefix_ids], device=self.device), cache, keep=0)
         return cache
+
+    def _last_logits(self, ids: torch.Tensor, cache, keep: int, **kw) -> torch.Tensor | None:
+        """Logits [batch, keep, vocab] at the last `keep` positions; keep=0 only fills the cache."""
+        if self._parts is None:
+            logits = self.model(ids, use_cache=True, **{self._cache_kw: cache}, **kw).logits
+            return logits[:, logits.size(1) - keep:] if keep else None
+        body, head = self._parts
+        out = body(input_ids=ids, use_cache=True, **{self._cache_kw: cache}, **kw)
+        if not keep:
+            return None
+        hidden = out[0] if isinstance(out, tuple) else out.last_hidden_state
+        rows = hidden[:, -keep:].reshape(-1, hidden.size(-1))
+        return head(rows).view(hidden.size(0), keep, -1)
 
     def _batch_rows(self, label_tokens: int, batch_size: int | None) -> int:
         """Inputs per forward: SCORE_BATCH (more on CUDA), fewer when the labels add many tokens to each."""
@@ -136,9 +153,9 @@ class LanguageModel:
             cache = DynamicCache(config=self.model.config)
         dev = self.device
         keep_last = n * lab_w + 1  # the last input position and every label position
-        out = self.model(ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), use_cache=True,
-                         **{self._cache_kw: cache}, **({"logits_to_keep": keep_last} if self._last_only else {}))
-        logp = torch.log_softmax(out.logits[:, -keep_last:].float(), dim=-1)  # [b, 1 + n * lab_w, vocab]
+        logits = self._last_logits(ids.to(dev), cache, keep_last, attention_mask=mask.to(dev),
+                                   position_ids=pos.to(dev))
+        logp = torch.log_softmax(logits.float(), dim=-1)  # [b, 1 + n * lab_w, vocab]
         # label j's token t (t >= 1) is predicted at its block's position t - 1: column 1 + j * lab_w + t - 1
         cols, toks, owner = [], [], []
         for j, lab in enumerate(label_ids):

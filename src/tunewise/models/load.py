@@ -163,6 +163,35 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "float32"):
     return model, tokenizer
 
 
+def cast_weights(model, dtype):
+    """Cast the parameters only, as from_pretrained(dtype=...) leaves a model: fp32 buffers such as the
+    rotary inv_freq stay fp32 (`model.to(bf16)` would round them, shifting every position's angle)."""
+    for p in model.parameters():
+        if p.is_floating_point() and p.dtype != dtype:
+            p.data = p.data.to(dtype)
+    return model
+
+
+def body_and_head(model):
+    """(transformer body, lm_head) of a LlamaForCausalLM-style model, or None when it has no such
+    split or post-processes its logits (soft-capping, scaling), where only the full forward is right.
+
+    Running them apart lets the head see only the positions that matter, as a contiguous 2-D input."""
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body = getattr(base, getattr(base, "base_model_prefix", "model") or "model", None)
+    head = getattr(base, "lm_head", None)
+    if head is None and hasattr(base, "get_output_embeddings"):
+        head = base.get_output_embeddings()
+    cfg = getattr(base, "config", None)
+    if any(getattr(cfg, k, None) not in (None, 1.0) for k in ("final_logit_softcapping", "logit_scale")):
+        return None
+    if not isinstance(body, torch.nn.Module) or not isinstance(head, torch.nn.Module) or body is base:
+        return None
+    return body, head
+
+
 def count_params(model) -> tuple[int, int]:
     """(all parameters, trainable parameters)."""
     total = sum(p.numel() for p in model.parameters())

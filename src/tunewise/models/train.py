@@ -35,6 +35,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from tunewise.errors import ConfigError
+from tunewise.models.load import body_and_head
 from tunewise.results import EpochLoss
 
 log = logging.getLogger(__name__)
@@ -186,22 +187,6 @@ class _Items(torch.utils.data.Dataset):
 
 # -- loss --------------------------------------------------------------------------------------
 
-def _body_and_head(model):
-    """(transformer body, lm_head) of a LlamaForCausalLM-style model, or None when it has no such
-    split or post-processes its logits (soft-capping, scaling), where only the full forward is right."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    body = getattr(base, getattr(base, "base_model_prefix", "model") or "model", None)
-    head = getattr(base, "lm_head", None)
-    if head is None and hasattr(base, "get_output_embeddings"):
-        head = base.get_output_embeddings()
-    cfg = getattr(base, "config", None)
-    if any(getattr(cfg, k, None) not in (None, 1.0) for k in ("final_logit_softcapping", "logit_scale")):
-        return None
-    if not isinstance(body, torch.nn.Module) or not isinstance(head, torch.nn.Module) or body is base:
-        return None
-    return body, head
-
-
 class CompletionLoss(torch.nn.Module):
     """Wraps a causal LM; forward returns the cross-entropy of the completion tokens.
 
@@ -211,7 +196,7 @@ class CompletionLoss(torch.nn.Module):
         super().__init__()
         self.lm = lm
         self.autocast_dtype = autocast_dtype  # explicit CPU autocast (CUDA autocast comes from accelerate)
-        parts = _body_and_head(lm)
+        parts = body_and_head(lm)
         self._parts = parts  # a tuple: not registered twice as submodules
 
     @property

@@ -84,11 +84,11 @@ class FineTune:
     @staticmethod
     def _for_scoring(model, device: str):
         """LoRA merged into the base and cast like the prompting candidates: same scoring speed."""
-        from tunewise.models.load import pick_device, pick_dtype
+        from tunewise.models.load import cast_weights, pick_device, pick_dtype
 
         if hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload()
-        return model.to(pick_dtype("auto", pick_device(device))).eval()
+        return cast_weights(model, pick_dtype("auto", pick_device(device))).eval()
 
     def predict(self, ctx: Context, record: Record) -> Scored:
         return self.predict_many(ctx, [record])[0]
