@@ -132,6 +132,16 @@ def test_lora_layers_share_adapts_only_the_top_layers(base):
     assert adapted == set(range(n - (n + 1) // 2, n))
 
 
+@pytest.mark.parametrize("share, r", [(1.0, 16), (0.5, 4)])
+def test_lora_trainable_params_are_counted_before_injection(base, share, r):
+    from tunewise.models.load import count_params
+    from tunewise.models.train import _with_lora, lora_trainable_params
+
+    model, _ = base
+    cfg = TrainConfig(layers_share=share, r=r)
+    assert lora_trainable_params(model, cfg) == count_params(_with_lora(copy.deepcopy(model), cfg))[1] > 0
+
+
 @pytest.fixture(scope="module")
 def trained(base, tmp_path_factory):
     model, tok = base

@@ -168,11 +168,15 @@ def _estimate(prep, opts, finetunes, train, pool, progress):
     tokens = measure.training_tokens(lm, train, system, budget.max_length) * budget.epochs
     from tunewise.models.load import count_params
 
+    from tunewise.models.train import TrainConfig, lora_trainable_params
+
     params = count_params(lm.model)[0]
     out = []
     for s in finetunes:
         method = "lora" if s.strategy == "lora" else "full"
-        trainable = params if method == "full" else int(params * 0.035)
+        options = {k: v for k, v in s.options.items() if k in TrainConfig.model_fields}
+        trainable = params if method == "full" else lora_trainable_params(
+            lm.model, TrainConfig(**({"layers_share": share} | options)))
         out.append(measure.compute_estimate(s.name, method, params, trainable, tokens, calibration,
                                             task.constraints.compute_budget_hours, share))
     return out

@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import random
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -293,13 +294,31 @@ def _with_lora(model, cfg: TrainConfig):
     if not targets:
         raise ConfigError(f"LoRA target_modules {cfg.target_modules} match no module of the model",
                           fix=f"pick from {sorted(present)[:20]}")
-    n_layers = getattr(model.config, "num_hidden_layers", None)
-    layers = None
-    if cfg.layers_share < 1 and n_layers:
-        layers = list(range(n_layers - max(1, math.ceil(n_layers * cfg.layers_share)), n_layers))
     lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
-                      task_type="CAUSAL_LM", bias="none", layers_to_transform=layers)
+                      task_type="CAUSAL_LM", bias="none", layers_to_transform=_adapted_layers(model, cfg))
     return get_peft_model(model, lora)
+
+
+def _adapted_layers(model, cfg: TrainConfig) -> list[int] | None:
+    """Indices of the top `layers_share` of the transformer layers; None: all of them."""
+    n_layers = getattr(model.config, "num_hidden_layers", None)
+    if cfg.layers_share >= 1 or not n_layers:
+        return None
+    return list(range(n_layers - max(1, math.ceil(n_layers * cfg.layers_share)), n_layers))
+
+
+def lora_trainable_params(model, cfg: TrainConfig) -> int:
+    """How many parameters LoRA will train, without injecting it: r * (in + out) for each targeted
+    Linear in the adapted layers (the layer index is the number in the module's name, as for PEFT)."""
+    layers = _adapted_layers(model, cfg)
+    total = 0
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear) or name.rsplit(".", 1)[-1] not in cfg.target_modules:
+            continue
+        index = re.search(r"\.(\d+)\.", name)
+        if layers is None or (index is not None and int(index.group(1)) in layers):
+            total += cfg.r * (module.in_features + module.out_features)
+    return total
 
 
 def _mixed_precision(cfg: TrainConfig, on_cuda: bool) -> str:
