@@ -177,8 +177,8 @@ def markdown(r: dict) -> str:
         f"{b['tokens_per_s']:.0f} tokens/s ({b['seconds']:.0f} s) | |",
         f"| LoRA training, Trainer + PEFT fp32, {b0['attention']} attention, lora_dropout 0 (tunewise's settings) "
         f"| {b0['tokens_per_s']:.0f} tokens/s ({b0['seconds']:.0f} s) | |",
-        f"| training speed-up vs. the plain baseline | {r['train_speedup']:.1f}x | >= 4x |",
-        f"| training speed-up vs. the same-config baseline | {r['train_speedup_same_config']:.1f}x | |",
+        f"| training speed-up vs. the plain baseline | {r['train_speedup']:.2f}x | >= 4x |",
+        f"| training speed-up vs. the same-config baseline | {r['train_speedup_same_config']:.2f}x | |",
         f"| model FLOPs utilisation (4*N*tokens/s / bf16 matmul) | {r['mfu']:.0%} | >= 35% |",
         f"| few-shot scoring, tunewise | {s['tunewise_examples_per_s']:.2f} examples/s | |",
         f"| few-shot scoring, naive | {s['naive_examples_per_s']:.2f} examples/s | |",
