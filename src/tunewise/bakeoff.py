@@ -24,7 +24,7 @@ from tunewise.store import Store, make_key
 from tunewise.strategies import CandidateSpec, Context, ModelPool, build
 from tunewise.ui import Progress
 
-LATENCY_SAMPLE = 16  # single requests timed per candidate; the rest of the test split is batched
+LATENCY_SAMPLE = 16  # single requests timed per candidate; the rest goes through predict_many (batched on CUDA)
 SCORE_CHUNK = 32  # records per predict_many call (the progress bar moves between calls)
 
 def default_candidates(task: TaskSpec, model: str = DEFAULT_MODEL, extra_models: list[str] | None = None,

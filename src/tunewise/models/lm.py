@@ -4,7 +4,7 @@ Classification is scored by label likelihood, never parsed from generated text (
 not keep to a few-shot format). Each label is scored as its full token sequence plus the end-of-turn
 token, so multi-token labels and labels that are prefixes of others are handled. The prompt's
 shared prefix (system turn and static few-shot examples) is encoded once and its KV cache reused
-for every test input; each input is encoded once and its cache reused for every label.
+for every test input; every label is scored in the input's own forward pass.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ class LanguageModel:
         self.model, self.tokenizer, self.name = model, tokenizer, name
         self.device = next(model.parameters()).device
         self._end = self._end_of_turn()
-        # transformers renamed `past_key_values` to `cache` (5.x deprecates the old name).
         from tunewise.models.load import body_and_head
 
         # Only the last positions' logits are needed (first label token, the labels' own positions):
@@ -50,8 +49,8 @@ class LanguageModel:
         # frozen tied head was copied at every call (+50 ms a forward on 2 cores with torch 2.13).
         self._parts = body_and_head(model)
         forward = self._parts[0].forward if self._parts else model.forward
-        params = inspect.signature(forward).parameters
-        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        # transformers renamed `past_key_values` to `cache` (5.x deprecates the old name).
+        self._cache_kw = "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
 
     # -- prompts ---------------------------------------------------------------------------
     def render(self, messages: Messages, *, add_generation_prompt: bool) -> str:
@@ -173,8 +172,11 @@ class LanguageModel:
     def classify_many(self, shared: Messages, rests: list[Messages], labels: list[str], cache=None,
                       label_ids: list[list[int]] | None = None, batch_size: int | None = None) -> list[Scored]:
         """`classify` for many inputs after the same shared prefix, in batches of similar length.
-        Each result's `seconds` is its share of its batch's time (the amortised cost, not a latency)."""
+        Each result's `seconds` is its share of the prompt building and of its batch's time (one at a
+        time, that is its latency; in batches, the amortised cost)."""
+        began = time.perf_counter()
         split = [self.split_prompt(shared, rest) for rest in rests]
+        building = (time.perf_counter() - began) / len(rests)
         prefix_ids = split[0][0]
         if cache is None or not prefix_ids:
             cache = self.prefix_cache(prefix_ids)
@@ -190,8 +192,8 @@ class LanguageModel:
             for row, i in enumerate(batch):
                 scores = lps[row].tolist()
                 best = max(range(len(labels)), key=lambda j: scores[j])
-                out[i] = Scored(labels[best], share, len(prefix_ids) + len(split[i][1]), len(label_ids[best]),
-                                scores)
+                out[i] = Scored(labels[best], building + share, len(prefix_ids) + len(split[i][1]),
+                                len(label_ids[best]), scores)
         return out
 
     # -- generation and perplexity ---------------------------------------------------------

@@ -36,7 +36,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from tunewise.errors import ConfigError
-from tunewise.models.load import body_and_head
+from tunewise.models.load import body_and_head, pick_attention
 from tunewise.results import EpochLoss
 
 log = logging.getLogger(__name__)
@@ -349,8 +349,6 @@ def _accelerator(cpu: bool, mixed_precision: str):
 
 def _set_attention(model, on_cuda: bool, max_length: int) -> None:
     """The attention kernel that trains fastest within memory on this device (see pick_attention)."""
-    from tunewise.models.load import pick_attention
-
     choice = pick_attention("cuda" if on_cuda else "cpu", max_length)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if choice and getattr(base.config, "_attn_implementation", None) != choice:
