@@ -105,17 +105,18 @@ class PromptStrategy:
             return [(s, s.prediction) for s in
                     (self.lm.generate(shared + rest, max_new_tokens=self.max_new_tokens) for rest in rests)]
         label_sets = [self.candidate_labels(ctx, r) for r in records]
+        label_id_sets = [self._label_ids if labels is ctx.labels else self.lm.label_ids(labels)
+                         for labels in label_sets]
         if all(labels is ctx.labels for labels in label_sets):
             scored = self.lm.classify_many(shared, rests, ctx.labels, cache=self._cache(shared),
                                            label_ids=self._label_ids)
         else:  # labels restricted per input: one at a time
-            scored = [self.lm.classify(shared, rest, labels, cache=self._cache(shared))
-                      for rest, labels in zip(rests, label_sets)]
+            scored = [self.lm.classify(shared, rest, labels, cache=self._cache(shared), label_ids=ids)
+                      for rest, labels, ids in zip(rests, label_sets, label_id_sets)]
         out = []
-        for s, labels, ex in zip(scored, label_sets, examples):
+        for s, labels, label_ids, ex in zip(scored, label_sets, label_id_sets, examples):
             raw = s.prediction
             if calibrate:
-                label_ids = self._label_ids if labels is ctx.labels else self.lm.label_ids(labels)
                 prior = self._content_free(shared, labels, label_ids, ex)
                 s.prediction = labels[int(np.argmax([lp - p for lp, p in zip(s.label_logprobs, prior)]))]
             out.append((s, raw))
