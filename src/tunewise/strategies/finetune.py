@@ -79,7 +79,8 @@ class FineTune:
                 "losses": result.losses, "artifact": str(artifact), "params": params,
                 "trainable_params": count_params(result.model)[1],
                 "notes": ([f"stopped early after epoch {result.best_epoch}"] if result.stopped_early else [])
-                + ([f"resumed from step {result.resumed_from_step}"] if result.resumed_from_step else [])}
+                + ([f"resumed from step {result.resumed_from_step}"] if result.resumed_from_step else [])
+                + ([result.checkpoint_refused] if result.checkpoint_refused else [])}
 
     @staticmethod
     def _for_scoring(model, device: str):
