@@ -14,10 +14,10 @@ from pathlib import Path
 
 from tunewise import __version__
 from tunewise.assets import DEFAULT_MODEL
-from tunewise.bakeoff import compare, default_candidates, run_bakeoff, run_candidate
+from tunewise.bakeoff import compare, default_candidates, run_bakeoff, run_candidate, score_predictions
 from tunewise.config import Budget
 from tunewise.data.prepare import Prepared, carve_validation
-from tunewise.data.split import nested_fraction, subsample
+from tunewise.data.split import nested_fraction, subsample, test_order
 from tunewise.decide import decide
 from tunewise.evaluate.stats import joint_resamples
 from tunewise.evidence import detect_overfitting, fit_learning_curve
@@ -50,15 +50,16 @@ class RunOptions:
 def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
     task, budget, seed = prep.task, opts.budget, opts.seed
     classification = task.type == "classification"
-    test = subsample(prep.split.test, budget.test_limit, seed=seed, stratified=classification)
+    test = test_order(prep.split.test, budget.test_first, seed=seed, stratified=classification)
     pool_train = subsample(prep.split.train, budget.train_limit, seed=seed, stratified=classification)
-    train, validation = carve_validation(pool_train, seed=seed, classification=classification)
+    train, validation = carve_validation(pool_train, seed=seed, classification=classification,
+                                         limit=budget.validation_limit)
     data_key = make_key(prep.data_key, [r.id for r in test], [r.id for r in train])
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     results = RunResults(
         tunewise_version=__version__, run_id=opts.out_dir.name, created=dt.datetime.now().isoformat(timespec="seconds"),
         task=task.model_dump() | {"labels": prep.labels}, budget=budget.model_dump(),
-        split=prep.split.summary() | {"test_scored": len(test), "train_used": len(train),
+        split=prep.split.summary() | {"test_scored": None, "train_used": len(train),
                                       "validation": len(validation)},
         data=prep.data_summary(), profile=opts.profile,
         environment={"python": platform.python_version(), "machine": platform.machine(), "device": opts.device,
@@ -78,9 +79,10 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
             progress.note(f"compute: {e.candidate} ~{e.flops:.2e} FLOPs, estimated {e.estimated_seconds:.0f} s")
         specs = [s for s in specs if s.name not in over]
     clock.lap("compute_estimate")
-    results.candidates = run_bakeoff(specs, task=task, labels=prep.labels, train=train, validation=validation,
-                                     test=test, budget=budget, seed=seed, run_dir=opts.out_dir, store=opts.store,
-                                     data_key=data_key, progress=progress, device=opts.device)
+    results.candidates, results.test_scoring = run_bakeoff(
+        specs, task=task, labels=prep.labels, train=train, validation=validation, test=test, budget=budget,
+        seed=seed, run_dir=opts.out_dir, store=opts.store, data_key=data_key, progress=progress, device=opts.device)
+    results.split["test_scored"] = max(results.test_scoring.records.values(), default=0)
     clock.lap("bakeoff")
     for e in results.compute:
         c = results.candidate(e.candidate)
@@ -89,12 +91,15 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
         elif c.train_seconds is not None:
             e.measured_seconds = c.train_seconds
     metric = task.primary_metric
+    looks = list(zip(results.test_scoring.planned, results.test_scoring.alphas))
     results.comparisons = compare(results.candidates, test, metric, prep.labels if classification else None,
-                                  budget.bootstrap, seed)
+                                  budget.bootstrap, seed, looks)
 
     lora = next((c for c in results.candidates if c.strategy == "lora" and c.status == "ok"), None)
-    if lora and opts.learning_curve:
-        results.learning_curve = _learning_curve(lora, prep, opts, train, validation, test, data_key, progress)
+    if lora and opts.learning_curve:  # on the first look's records: a fixed set for every point
+        curve_items = test[:results.test_scoring.planned[0]]
+        results.learning_curve = _learning_curve(lora, prep, opts, train, validation, curve_items, data_key,
+                                                 progress)
     clock.lap("learning_curve")
     results.overfitting = [detect_overfitting(c.name, c.losses) for c in results.candidates
                            if c.family == "finetune" and c.status == "ok" and c.losses]
@@ -197,8 +202,10 @@ def _learning_curve(lora, prep, opts, train, validation, test, data_key, progres
     pool = ModelPool(device=opts.device)
     for fraction in opts.budget.curve_fractions:
         n = len(nested_fraction(train, fraction, seed=seed, stratified=classification))
-        if fraction >= 1:
-            c = lora
+        if fraction >= 1:  # the bake-off's own LoRA, on the curve's records only
+            kept = lora.predictions[:len(test)]
+            c = lora.model_validate(lora.model_dump() | {"predictions": kept} | score_predictions(
+                prep.task, prep.labels, kept, test, opts.budget.bootstrap, seed))
         else:
             progress.note(f"learning curve: LoRA on {fraction:g} of train ({n} examples)")
             spec = CandidateSpec(name=f"lora@{fraction:g}", strategy="lora", model=lora.model,
