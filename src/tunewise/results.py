@@ -172,6 +172,7 @@ class ComputeEstimate(BaseModel):
     measured_seconds: float | None = None
     budget_seconds: float | None = None
     within_budget: bool = True
+    basis: str = ""  # where the rate came from: a calibration, or a measured training of this task
 
 
 class CandidateCost(BaseModel):

@@ -72,8 +72,10 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
     # Compute: estimated before any training, from a short calibration on this device.
     finetunes = [s for s in specs if s.strategy in ("lora", "full_ft")]
     pool = ModelPool(device=opts.device)
+    cal_key = make_key("calibration", opts.model, opts.device, budget.max_length, budget.lora_layers_share,
+                       __version__, platform.node(), data_key)  # per device and task: rates follow text lengths
     if finetunes:
-        results.compute = _estimate(prep, opts, finetunes, train, pool, progress)
+        results.compute = _estimate(prep, opts, finetunes, train, pool, progress, cal_key)
         over = {e.candidate for e in results.compute if not e.within_budget}
         for e in results.compute:
             progress.note(f"compute: {e.candidate} ~{e.flops:.2e} FLOPs, estimated {e.estimated_seconds:.0f} s")
@@ -90,6 +92,7 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
             results.candidates.append(_skipped(e, next(s.strategy for s in finetunes if s.name == e.candidate)))
         elif c.train_seconds is not None:
             e.measured_seconds = c.train_seconds
+    _refresh_calibration(results, opts, cal_key, progress)
     metric = task.primary_metric
     looks = list(zip(results.test_scoring.planned, results.test_scoring.alphas))
     results.comparisons = compare(results.candidates, test, metric, prep.labels if classification else None,
@@ -157,19 +160,19 @@ def _cached(store: Store, kind: str, key: str, compute):
     return value
 
 
-def _estimate(prep, opts, finetunes, train, pool, progress):
+def _estimate(prep, opts, finetunes, train, pool, progress, cal_key):
     task, budget = prep.task, opts.budget
     lm = pool.lm(opts.model)
     system = system_turn(task, prep.labels)
     share = budget.lora_layers_share
-    cal_key = make_key("calibration", opts.model, opts.device, budget.max_length, share, __version__,
-                       platform.node())
     calibration = opts.store.get("calibration", cal_key)
-    if calibration is None:
-        progress.note("compute: calibrating the training rate on this device (a short real run)")
+    why = "none stored for this task and device" if calibration is None else measure.stale(calibration, time.time())
+    if why:
+        progress.note(f"compute: calibrating the training rate on this device ({why}; short real runs)")
         calibration = measure.calibrate(lm, train, system, opts.out_dir / "calibration", budget.max_length,
-                                        opts.device, share)
+                                        opts.device, share, opts.seed)
         opts.store.put("calibration", cal_key, calibration)
+    peak_now = measure.device_peak(opts.device)
     tokens = measure.training_tokens(lm, train, system, budget.max_length) * budget.epochs
     from tunewise.models.load import count_params
 
@@ -183,8 +186,23 @@ def _estimate(prep, opts, finetunes, train, pool, progress):
         trainable = params if method == "full" else lora_trainable_params(
             lm.model, TrainConfig(**({"layers_share": share} | options)))
         out.append(measure.compute_estimate(s.name, method, params, trainable, tokens, calibration,
-                                            task.constraints.compute_budget_hours, share))
+                                            task.constraints.compute_budget_hours, share, peak_now))
     return out
+
+
+def _refresh_calibration(results, opts, cal_key, progress) -> None:
+    """The bake-off's own LoRA training is the best evidence of this task's rate: stored for the next run."""
+    calibration = opts.store.get("calibration", cal_key)
+    trained = [(c.name, c.params, c.train_tokens, c.train_tokens / c.train_tokens_per_s, c.train_seconds)
+               for c in results.candidates if c.strategy == "lora" and c.status == "ok" and c.train_tokens
+               and c.train_tokens_per_s and c.params and c.train_seconds
+               and "trained adapter loaded from the store" not in c.notes]
+    if calibration is None or not trained:
+        return
+    updated, notes = measure.refreshed(calibration, trained, opts.device, opts.budget.lora_layers_share)
+    for note in notes:
+        progress.note(note)
+    opts.store.put("calibration", cal_key, updated)
 
 
 def _skipped(estimate, strategy: str):
