@@ -1,8 +1,10 @@
 """The bake-off: every candidate fitted on train and scored identically on the frozen test split.
 
-Each candidate's result is cached in the store under a key of (data, task, strategy settings,
-model, seed, budget); a re-run skips finished candidates. A failing candidate is recorded as
-failed with its error and the run goes on.
+Every candidate is scored on the first look's records; adaptive scoring then scores more of the
+split, in its fixed order, for the options still in contention (evaluate/sequential.py). Each
+candidate's result is cached in the store under a key of (data, task, strategy settings, model,
+seed, budget) and grows chunk by chunk; a re-run skips finished work. A failing candidate is
+recorded as failed with its error and the run goes on.
 """
 
 from __future__ import annotations
@@ -16,9 +18,8 @@ import numpy as np
 from tunewise.assets import DEFAULT_MODEL
 from tunewise.config import Budget, TaskSpec
 from tunewise.data.records import Record
-from tunewise.evaluate import confusion, per_class, score_all
-from tunewise.evaluate import sequential
-from tunewise.results import CandidateResult, Comparison, EpochLoss, Look, AdaptiveScoring
+from tunewise.evaluate import confusion, per_class, score_all, sequential
+from tunewise.results import AdaptiveScoring, CandidateResult, Comparison, EpochLoss, Look
 from tunewise import __version__
 from tunewise.store import Store, make_key
 from tunewise.strategies import CandidateSpec, Context, ModelPool, build
