@@ -311,7 +311,8 @@ def _check_error(exc: TunewiseError, path: Path, n_lines: int) -> None:
         assert message.startswith(str(path)), message
     if isinstance(exc, InvalidRecords):
         assert exc.issues and all(1 <= i.line <= n_lines for i in exc.issues)
-        assert f"line {exc.issues[0].line}:" in message
+        first = exc.issues[0]
+        assert f"line {first.line}" + (f" field '{first.field}'" if first.field else "") + ":" in message
         assert all(str(i).startswith(f"{path}:{i.line}") for i in exc.issues)
     elif isinstance(exc, DataError) and exc.line is not None:
         assert message.startswith(f"{path}:{exc.line}"), message

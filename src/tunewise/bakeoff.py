@@ -72,6 +72,15 @@ def run_candidate(spec: CandidateSpec, ctx: Context, test: list[Record], store: 
         return CandidateResult(name=spec.name, family="unknown", strategy=spec.strategy, model=spec.model,
                                status="failed", error=_one_line(exc))
     key = candidate_key(spec, settings, data_key, ctx.task, ctx.budget, ctx.seed)
+    # one run at a time fits a candidate (and writes its checkpoints); concurrent runs wait and reuse it
+    with store.lock("candidate", key, on_wait=lambda: progress.note(f"{spec.name}: another run on this store is "
+                                                                     "fitting it; waiting to reuse it")):
+        return _fit_and_score(spec, strategy, settings, key, ctx, test, store, progress)
+
+
+def _fit_and_score(spec: CandidateSpec, strategy, settings: dict, key: str, ctx: Context, test: list[Record],
+                   store: Store, progress: Progress) -> CandidateResult:
+    """The stored result, else fit, score and store it (under the candidate's lock)."""
     cached = store.get("candidate", key)
     if cached is not None:
         progress.note(f"{spec.name}: finished earlier, reused from the store")

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 import platform
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunewise import __version__
 from tunewise.assets import DEFAULT_MODEL
 from tunewise.bakeoff import compare, default_candidates, run_bakeoff, run_candidate
+from tunewise.clock import StageClock
 from tunewise.config import Budget
 from tunewise.data.prepare import Prepared, carve_validation
 from tunewise.data.split import nested_fraction, subsample
@@ -45,6 +45,8 @@ class RunOptions:
     forgetting: bool = True
     profile: dict | None = None
     profile_seconds: float | None = None  # measured by the caller, which profiles before the run
+    clock: StageClock | None = None  # the caller's, when it times stages before the run (and across resumes)
+    warnings: list[str] = field(default_factory=list)  # shown at the top of the report
 
 
 def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
@@ -62,11 +64,12 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
                                       "validation": len(validation)},
         data=prep.data_summary(), profile=opts.profile,
         environment={"python": platform.python_version(), "machine": platform.machine(), "device": opts.device,
-                     "seed": seed, "store": str(opts.store.path)})
+                     "seed": seed, "store": str(opts.store.path)}, warnings=list(opts.warnings))
     specs = _select(default_candidates(task, opts.model, opts.extra_models, opts.full_ft), opts.candidates)
-    clock = _Clock(results.stage_seconds)
-    if opts.profile_seconds is not None:
-        results.stage_seconds["profile"] = round(opts.profile_seconds, 1)
+    clock = opts.clock or StageClock(first="compute_estimate")
+    if opts.clock is None and opts.profile_seconds is not None:
+        clock.laps["profile"] = opts.profile_seconds
+    progress.on_activity = clock.beat
 
     # Compute: estimated before any training, from a short calibration on this device.
     finetunes = [s for s in specs if s.strategy in ("lora", "full_ft")]
@@ -77,11 +80,11 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
         for e in results.compute:
             progress.note(f"compute: {e.candidate} ~{e.flops:.2e} FLOPs, estimated {e.estimated_seconds:.0f} s")
         specs = [s for s in specs if s.name not in over]
-    clock.lap("compute_estimate")
+    clock.lap("compute_estimate", then="bakeoff")
     results.candidates = run_bakeoff(specs, task=task, labels=prep.labels, train=train, validation=validation,
                                      test=test, budget=budget, seed=seed, run_dir=opts.out_dir, store=opts.store,
                                      data_key=data_key, progress=progress, device=opts.device)
-    clock.lap("bakeoff")
+    clock.lap("bakeoff", then="learning_curve")
     for e in results.compute:
         c = results.candidate(e.candidate)
         if c is None:
@@ -95,7 +98,7 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
     lora = next((c for c in results.candidates if c.strategy == "lora" and c.status == "ok"), None)
     if lora and opts.learning_curve:
         results.learning_curve = _learning_curve(lora, prep, opts, train, validation, test, data_key, progress)
-    clock.lap("learning_curve")
+    clock.lap("learning_curve", then="forgetting")
     results.overfitting = [detect_overfitting(c.name, c.losses) for c in results.candidates
                            if c.family == "finetune" and c.status == "ok" and c.losses]
     tuned = [c for c in results.candidates if c.family == "finetune" and c.status == "ok" and c.artifact]
@@ -103,8 +106,8 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
         results.forgetting = _cached(opts.store, "forgetting", make_key(data_key, [c.model_dump(mode="json")
                                      for c in tuned], budget.probe_limit, seed),
                                      lambda: measure.forgetting(pool.lm(tuned[0].model or opts.model), tuned,
-                                                                budget, seed, opts.device, progress))
-    clock.lap("forgetting")
+                                                                budget, seed, opts.device, progress), progress)
+    clock.lap("forgetting", then="cost_and_verdict")
     c = task.constraints
     import torch
 
@@ -112,21 +115,12 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
                                       on_gpu=torch.cuda.is_available())
     results.verdict = decide(results, task.target, c.latency_ms_limit)
     clock.lap("cost_and_verdict")
+    progress.on_activity = None
+    results.stage_seconds = clock.totals()
     opts.store.put("run", results.run_id, {"dir": str(opts.out_dir), "results": results.model_dump(mode="json")})
     write_report(results, opts.out_dir)
+    clock.finish()
     return results
-
-
-class _Clock:
-    """Wall time per stage, written into results.stage_seconds as the stages finish."""
-
-    def __init__(self, laps: dict[str, float]):
-        self.laps, self.last = laps, time.perf_counter()
-
-    def lap(self, stage: str) -> None:
-        now = time.perf_counter()
-        self.laps[stage] = round(now - self.last, 1)
-        self.last = now
 
 
 def _select(specs: list[CandidateSpec], names: list[str] | None) -> list[CandidateSpec]:
@@ -141,15 +135,15 @@ def _select(specs: list[CandidateSpec], names: list[str] | None) -> list[Candida
     return [s for s in specs if s.strategy in names or s.name in names]
 
 
-def _cached(store: Store, kind: str, key: str, compute):
+def _cached(store: Store, kind: str, key: str, compute, progress: Progress):
     from tunewise.results import Forgetting
 
-    hit = store.get(kind, key)
-    if hit is not None:
-        return Forgetting.model_validate(hit)
-    value = compute()
-    store.put(kind, key, value.model_dump(mode="json"))
-    return value
+    return Forgetting.model_validate(store.cached(kind, key, lambda: compute().model_dump(mode="json"),
+                                                  on_wait=_waiting(progress, kind)))
+
+
+def _waiting(progress: Progress, what: str):
+    return lambda: progress.note(f"{what}: another run on this store is computing it; waiting to reuse it")
 
 
 def _estimate(prep, opts, finetunes, train, pool, progress):
@@ -159,12 +153,12 @@ def _estimate(prep, opts, finetunes, train, pool, progress):
     share = budget.lora_layers_share
     cal_key = make_key("calibration", opts.model, opts.device, budget.max_length, share, __version__,
                        platform.node())
-    calibration = opts.store.get("calibration", cal_key)
-    if calibration is None:
+
+    def calibrate():
         progress.note("compute: calibrating the training rate on this device (a short real run)")
-        calibration = measure.calibrate(lm, train, system, opts.out_dir / "calibration", budget.max_length,
-                                        opts.device, share)
-        opts.store.put("calibration", cal_key, calibration)
+        return measure.calibrate(lm, train, system, opts.out_dir / "calibration", budget.max_length, opts.device, share)
+
+    calibration = opts.store.cached("calibration", cal_key, calibrate, on_wait=_waiting(progress, "calibration"))
     tokens = measure.training_tokens(lm, train, system, budget.max_length) * budget.epochs
     from tunewise.models.load import count_params
 
