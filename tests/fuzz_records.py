@@ -310,14 +310,21 @@ def _yaml(value) -> str:
     return yaml.safe_dump(value, allow_unicode=True)
 
 
-VALID_TASK = st.fixed_dictionaries({
-    "name": st.text(ANY_CHAR, min_size=1, max_size=20).filter(lambda s: s.strip()),
-    "type": st.just("classification"),
-    "labels": st.lists(st.text(ANY_CHAR, min_size=1, max_size=10), min_size=2, max_size=5, unique=True),
-    "metric": st.sampled_from(["accuracy", "macro_f1"]),
-    "target": st.floats(0, 1),
-    "instruction": st.text(ANY_CHAR, max_size=40),
-})
+def valid_task(chars):
+    text = st.text(chars, min_size=1, max_size=20).filter(lambda s: s.strip())
+    return st.fixed_dictionaries({
+        "name": text, "type": st.just("classification"),
+        "labels": st.lists(st.text(chars, min_size=1, max_size=10), min_size=2, max_size=5, unique=True),
+        "metric": st.sampled_from(["accuracy", "macro_f1"]), "target": st.floats(0, 1),
+        "instruction": st.text(chars, max_size=40),
+    })
+
+
+VALID_TASK_JSON = valid_task(ANY_CHAR)
+# YAML 1.1 reads NEL, LINE SEPARATOR and PARAGRAPH SEPARATOR as line breaks (folded to spaces in a
+# scalar), so a YAML file cannot hold them as text: the YAML variant leaves them out.
+VALID_TASK_YAML = valid_task(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x85\u2028\u2029"))
+VALID_TASK = st.one_of(VALID_TASK_JSON.map(lambda spec: (spec, True)), VALID_TASK_YAML.map(lambda spec: (spec, False)))
 
 
 def check_task_text(text: str) -> Tally:

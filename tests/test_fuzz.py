@@ -52,6 +52,6 @@ def test_fuzz_task_files(text):
 
 
 @FAST
-@given(spec=F.VALID_TASK, as_json=st.booleans())
-def test_fuzz_valid_task_files_load_unaltered(spec, as_json):
-    clean(F.check_valid_task(spec, as_json))
+@given(spec_format=F.VALID_TASK)
+def test_fuzz_valid_task_files_load_unaltered(spec_format):
+    clean(F.check_valid_task(*spec_format))

@@ -138,6 +138,7 @@ def test_report_on_a_truncated_or_incomplete_results_json(tmp_path, content):
     (["--fail-on", "nope"], "--fail-on 'nope': unknown (fix: use one of below-target, not-fine-tune"),
     (["--device", "tpu"], "--device 'tpu': unknown (fix: use one of auto, cpu, cuda)"),
     (["--target", "85"], "--target 85.0: must be between 0 and 1"),
+    (["--fail-on", "below-target"], "--fail-on below-target needs a target (fix: set target in the task file"),
     (["--model", "./no-such-folder"], "--model './no-such-folder': no such folder or file"),
 ])
 def test_bad_flags_fail_before_any_work(tmp_path, no_profile, flags, expected):
@@ -254,3 +255,18 @@ def test_stage_seconds_add_up_over_a_killed_and_resumed_run(tmp_path, fast_profi
     assert stages["profile"] >= 1.5  # the first invocation's profile, not the resumed one's cache hit
     third = invoke("run", "d.jsonl", *QUICK, "--out", "run")  # a complete run starts its clock afresh
     assert json.loads((tmp_path / "run" / "results.json").read_text())["stage_seconds"]["profile"] < 1.5, third.output
+
+
+# -- the figures, at a small size (the full run: make bench-reliability) --------------------------------
+@pytest.mark.slow
+def test_kill_resume_and_concurrency_harness(tmp_path):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "reliability.py"
+    spec = importlib.util.spec_from_file_location("reliability_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    killed = bench.kill_resume(tmp_path, kills=3, per_episode=3, seed=1)
+    assert killed["kills"] == 3 and killed["all_ok"], killed["episode_results"]
+    together = bench.concurrency(tmp_path)
+    assert together["ok"], together

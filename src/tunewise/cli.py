@@ -183,7 +183,7 @@ def run_cmd(data: Optional[Path] = DataArg, task: Optional[Path] = TaskOpt, demo
     from tunewise.clock import StageClock
     from tunewise.config import get_budget
     from tunewise.data.sufficiency import check_split
-    from tunewise.flags import check_run_flags, parse_candidates
+    from tunewise.flags import check_gate, check_run_flags, parse_candidates
     from tunewise.report.console import print_warnings
     from tunewise.runner import RunOptions, run
     from tunewise.store import Store
@@ -198,6 +198,7 @@ def run_cmd(data: Optional[Path] = DataArg, task: Optional[Path] = TaskOpt, demo
     prep = _prepare(data, demo, task, test, skip_invalid, seed, model)
     if target is not None:
         prep.task = prep.task.model_copy(update={"target": target})
+    check_gate(gate, prep.task.target)
     warnings = check_split(prep.task, prep.split, prep.source, allow_unseen_labels=allow_unseen_labels)
     print_warnings(warnings, console)
     _check_candidates(prep.task, model, also_model, full_ft, names)

@@ -88,3 +88,9 @@ def check_run_flags(*, fail_on: str | None, device: str, target: float | None, m
     if out is not None:
         writable_folder(out, "--out")
     return gate, dev
+
+
+def check_gate(gate: FailOn | None, target: float | None) -> None:
+    """--fail-on below-target compares with the target, so it needs one (from the task file or --target)."""
+    if gate is FailOn.below_target and target is None:
+        raise ConfigError("--fail-on below-target needs a target", fix="set target in the task file or pass --target")

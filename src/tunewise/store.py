@@ -132,10 +132,9 @@ class Store:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def cached(self, kind: str, key: str, compute: Callable[[], object],
-               on_wait: Callable[[], None] | None = None, keep: Callable[[object], bool] = lambda value: True):
-        """The stored value, else `compute()` stored (when `keep(value)`): computed by one process at a time,
-        so concurrent runs wait for the first and reuse its result instead of repeating the work."""
+    def cached(self, kind: str, key: str, compute: Callable[[], object], on_wait: Callable[[], None] | None = None):
+        """The stored value, else `compute()` stored: computed by one process at a time, so concurrent
+        runs wait for the first and reuse its result instead of repeating the work."""
         hit = self.get(kind, key)
         if hit is not None:
             return hit
@@ -144,8 +143,7 @@ class Store:
             if hit is not None:
                 return hit
             value = compute()
-            if keep(value):
-                self.put(kind, key, value)
+            self.put(kind, key, value)
             return value
 
     def close(self) -> None:
