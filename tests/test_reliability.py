@@ -170,7 +170,10 @@ def test_report_files_are_replaced_whole_and_results_json_first(tmp_path, monkey
     monkeypatch.setattr(report, "render_markdown", render_markdown)
     order = []
     real_replace = os.replace
-    monkeypatch.setattr(report.os, "replace", lambda src, dst: (order.append(Path(dst).name), real_replace(src, dst)))
+    import tunewise.files
+
+    monkeypatch.setattr(tunewise.files.os, "replace",
+                        lambda src, dst: (order.append(Path(dst).name), real_replace(src, dst)))
     (out / ".report.html.999.tmp").write_text("left by a killed writer")
     report.write_report(full_results(), out)
     assert order == ["results.json", "report.html", "report.md"]

@@ -203,7 +203,12 @@ class Budget(_Strict):
     """Caps that keep a run within reach of the machine. Every cap in force goes into results.json."""
 
     name: str
-    test_limit: int | None = Field(description="at most this many test records (None: all)")
+    test_first: int | None = Field(description="test records scored in the first round (None: all); more are "
+                                   "scored, doubling, while the decision is open (see evaluate/sequential.py)")
+    test_max: int | None = Field(None, description="at most this many test records in all (None: the whole split)")
+    scoring_seconds: float | None = Field(None, description="time cap on scoring beyond the first round (None: none)")
+    validation_limit: int = Field(200, description="at most this many validation records carved from train "
+                                  "(calibration choice, early stopping)")
     train_limit: int | None = Field(description="at most this many training records (None: all)")
     epochs: int = Field(description="fine-tuning epochs (early stopping may end sooner)")
     shots: int = Field(description="k for few-shot and retrieved few-shot")
@@ -215,13 +220,15 @@ class Budget(_Strict):
 
 
 BUDGETS: dict[str, Budget] = {
-    # quick: about 10 minutes on 2 CPU cores; LoRA on the top half of the layers trains 1.5x faster.
-    "quick": Budget(name="quick", test_limit=100, train_limit=None, epochs=1, shots=3, max_length=192,
-                    lora_layers_share=0.5, curve_fractions=[0.125, 0.25, 0.5, 1.0], probe_limit=40),
-    "standard": Budget(name="standard", test_limit=None, train_limit=None, epochs=2, shots=4,
+    # quick: about 8 minutes on 2 CPU cores for the demo; LoRA on the top half of the layers trains 1.5x
+    # faster; training capped so that a 10k-record task still fits in about 15 minutes.
+    "quick": Budget(name="quick", test_first=100, scoring_seconds=240, train_limit=2000, validation_limit=100,
+                    epochs=1, shots=3, max_length=192, lora_layers_share=0.5,
+                    curve_fractions=[0.125, 0.25, 0.5, 1.0], probe_limit=40),
+    "standard": Budget(name="standard", test_first=200, train_limit=None, epochs=2, shots=4,
                        max_length=256, curve_fractions=[0.125, 0.25, 0.5, 1.0], probe_limit=150),
-    "full": Budget(name="full", test_limit=None, train_limit=None, epochs=3, shots=8, max_length=512,
-                   curve_fractions=[0.125, 0.25, 0.5, 0.75, 1.0], probe_limit=400),
+    "full": Budget(name="full", test_first=None, train_limit=None, validation_limit=400, epochs=3, shots=8,
+                   max_length=512, curve_fractions=[0.125, 0.25, 0.5, 0.75, 1.0], probe_limit=400),
 }
 
 

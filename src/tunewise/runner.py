@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import datetime as dt
 import platform
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunewise import __version__
 from tunewise.assets import DEFAULT_MODEL
-from tunewise.bakeoff import compare, default_candidates, run_bakeoff, run_candidate
+from tunewise.bakeoff import compare, default_candidates, run_bakeoff, run_candidate, score_predictions
 from tunewise.clock import StageClock
 from tunewise.config import Budget
 from tunewise.data.prepare import Prepared, carve_validation
-from tunewise.data.split import nested_fraction, subsample
+from tunewise.data.split import nested_fraction, subsample, test_order
 from tunewise.decide import decide
 from tunewise.evaluate.stats import joint_resamples
 from tunewise.evidence import detect_overfitting, fit_learning_curve
@@ -52,15 +53,16 @@ class RunOptions:
 def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
     task, budget, seed = prep.task, opts.budget, opts.seed
     classification = task.type == "classification"
-    test = subsample(prep.split.test, budget.test_limit, seed=seed, stratified=classification)
+    test = test_order(prep.split.test, budget.test_first, seed=seed, stratified=classification)
     pool_train = subsample(prep.split.train, budget.train_limit, seed=seed, stratified=classification)
-    train, validation = carve_validation(pool_train, seed=seed, classification=classification)
+    train, validation = carve_validation(pool_train, seed=seed, classification=classification,
+                                         limit=budget.validation_limit)
     data_key = make_key(prep.data_key, [r.id for r in test], [r.id for r in train])
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     results = RunResults(
         tunewise_version=__version__, run_id=opts.out_dir.name, created=dt.datetime.now().isoformat(timespec="seconds"),
         task=task.model_dump() | {"labels": prep.labels}, budget=budget.model_dump(),
-        split=prep.split.summary() | {"test_scored": len(test), "train_used": len(train),
+        split=prep.split.summary() | {"test_scored": None, "train_used": len(train),
                                       "validation": len(validation)},
         data=prep.data_summary(), profile=opts.profile,
         environment={"python": platform.python_version(), "machine": platform.machine(), "device": opts.device,
@@ -74,16 +76,19 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
     # Compute: estimated before any training, from a short calibration on this device.
     finetunes = [s for s in specs if s.strategy in ("lora", "full_ft")]
     pool = ModelPool(device=opts.device)
+    cal_key = make_key("calibration", opts.model, opts.device, budget.max_length, budget.lora_layers_share,
+                       __version__, platform.node(), data_key)  # per device and task: rates follow text lengths
     if finetunes:
-        results.compute = _estimate(prep, opts, finetunes, train, pool, progress)
+        results.compute = _estimate(prep, opts, finetunes, train, pool, progress, cal_key)
         over = {e.candidate for e in results.compute if not e.within_budget}
         for e in results.compute:
             progress.note(f"compute: {e.candidate} ~{e.flops:.2e} FLOPs, estimated {e.estimated_seconds:.0f} s")
         specs = [s for s in specs if s.name not in over]
     clock.lap("compute_estimate", then="bakeoff")
-    results.candidates = run_bakeoff(specs, task=task, labels=prep.labels, train=train, validation=validation,
-                                     test=test, budget=budget, seed=seed, run_dir=opts.out_dir, store=opts.store,
-                                     data_key=data_key, progress=progress, device=opts.device)
+    results.candidates, results.test_scoring = run_bakeoff(
+        specs, task=task, labels=prep.labels, train=train, validation=validation, test=test, budget=budget,
+        seed=seed, run_dir=opts.out_dir, store=opts.store, data_key=data_key, progress=progress, device=opts.device)
+    results.split["test_scored"] = max(results.test_scoring.records.values(), default=0)
     clock.lap("bakeoff", then="learning_curve")
     for e in results.compute:
         c = results.candidate(e.candidate)
@@ -91,13 +96,17 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
             results.candidates.append(_skipped(e, next(s.strategy for s in finetunes if s.name == e.candidate)))
         elif c.train_seconds is not None:
             e.measured_seconds = c.train_seconds
+    _refresh_calibration(results, opts, cal_key, progress)
     metric = task.primary_metric
+    looks = list(zip(results.test_scoring.planned, results.test_scoring.alphas))
     results.comparisons = compare(results.candidates, test, metric, prep.labels if classification else None,
-                                  budget.bootstrap, seed)
+                                  budget.bootstrap, seed, looks)
 
     lora = next((c for c in results.candidates if c.strategy == "lora" and c.status == "ok"), None)
-    if lora and opts.learning_curve:
-        results.learning_curve = _learning_curve(lora, prep, opts, train, validation, test, data_key, progress)
+    if lora and opts.learning_curve:  # on the first look's records: a fixed set for every point
+        curve_items = test[:results.test_scoring.planned[0]]
+        results.learning_curve = _learning_curve(lora, prep, opts, train, validation, curve_items, data_key,
+                                                 progress)
     clock.lap("learning_curve", then="forgetting")
     results.overfitting = [detect_overfitting(c.name, c.losses) for c in results.candidates
                            if c.family == "finetune" and c.status == "ok" and c.losses]
@@ -146,19 +155,28 @@ def _waiting(progress: Progress, what: str):
     return lambda: progress.note(f"{what}: another run on this store is computing it; waiting to reuse it")
 
 
-def _estimate(prep, opts, finetunes, train, pool, progress):
+def _stored_calibration(store: Store, cal_key: str) -> tuple[dict | None, str | None]:
+    """(the stored calibration, why it must be measured again or None)."""
+    calibration = store.get("calibration", cal_key)
+    return calibration, ("none stored for this task and device" if calibration is None
+                         else measure.stale(calibration, time.time()))
+
+
+def _estimate(prep, opts, finetunes, train, pool, progress, cal_key):
     task, budget = prep.task, opts.budget
     lm = pool.lm(opts.model)
     system = system_turn(task, prep.labels)
     share = budget.lora_layers_share
-    cal_key = make_key("calibration", opts.model, opts.device, budget.max_length, share, __version__,
-                       platform.node())
-
-    def calibrate():
-        progress.note("compute: calibrating the training rate on this device (a short real run)")
-        return measure.calibrate(lm, train, system, opts.out_dir / "calibration", budget.max_length, opts.device, share)
-
-    calibration = opts.store.cached("calibration", cal_key, calibrate, on_wait=_waiting(progress, "calibration"))
+    calibration, why = _stored_calibration(opts.store, cal_key)
+    if why:  # measured by one run at a time: concurrent runs wait and reuse it
+        with opts.store.lock("calibration", cal_key, on_wait=_waiting(progress, "compute calibration")):
+            calibration, why = _stored_calibration(opts.store, cal_key)
+            if why:
+                progress.note(f"compute: calibrating the training rate on this device ({why}; short real runs)")
+                calibration = measure.calibrate(lm, train, system, opts.out_dir / "calibration", budget.max_length,
+                                                opts.device, share, opts.seed)
+                opts.store.put("calibration", cal_key, calibration)
+    peak_now = measure.device_peak(opts.device)
     tokens = measure.training_tokens(lm, train, system, budget.max_length) * budget.epochs
     from tunewise.models.load import count_params
 
@@ -172,8 +190,28 @@ def _estimate(prep, opts, finetunes, train, pool, progress):
         trainable = params if method == "full" else lora_trainable_params(
             lm.model, TrainConfig(**({"layers_share": share} | options)))
         out.append(measure.compute_estimate(s.name, method, params, trainable, tokens, calibration,
-                                            task.constraints.compute_budget_hours, share))
+                                            task.constraints.compute_budget_hours, share, peak_now))
     return out
+
+
+def _refresh_calibration(results, opts, cal_key, progress) -> None:
+    """The bake-off's own LoRA training is the best evidence of this task's rate: stored for the next run."""
+    with opts.store.lock("calibration", cal_key):  # a read-modify-write: one run at a time
+        _refresh_stored_calibration(results, opts, cal_key, progress)
+
+
+def _refresh_stored_calibration(results, opts, cal_key, progress) -> None:
+    calibration = opts.store.get("calibration", cal_key)
+    trained = [(c.name, c.params, c.train_tokens, c.train_tokens / c.train_tokens_per_s, c.train_seconds)
+               for c in results.candidates if c.strategy == "lora" and c.status == "ok" and c.train_tokens
+               and c.train_tokens_per_s and c.params and c.train_seconds
+               and "trained adapter loaded from the store" not in c.notes]
+    if calibration is None or not trained:
+        return
+    updated, notes = measure.refreshed(calibration, trained, opts.device, opts.budget.lora_layers_share)
+    for note in notes:
+        progress.note(note)
+    opts.store.put("calibration", cal_key, updated)
 
 
 def _skipped(estimate, strategy: str):
@@ -191,8 +229,10 @@ def _learning_curve(lora, prep, opts, train, validation, test, data_key, progres
     pool = ModelPool(device=opts.device)
     for fraction in opts.budget.curve_fractions:
         n = len(nested_fraction(train, fraction, seed=seed, stratified=classification))
-        if fraction >= 1:
-            c = lora
+        if fraction >= 1:  # the bake-off's own LoRA, on the curve's records only
+            kept = lora.predictions[:len(test)]
+            c = lora.model_validate(lora.model_dump() | {"predictions": kept} | score_predictions(
+                prep.task, prep.labels, kept, test, opts.budget.bootstrap, seed))
         else:
             progress.note(f"learning curve: LoRA on {fraction:g} of train ({n} examples)")
             spec = CandidateSpec(name=f"lora@{fraction:g}", strategy="lora", model=lora.model,

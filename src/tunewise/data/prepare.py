@@ -95,12 +95,15 @@ def _token_counts(tokenizer, texts: list[str], batch: int = 512) -> list[int]:
     return out
 
 
-def carve_validation(train: list[Record], *, seed: int, classification: bool,
-                     fraction: float = 0.1, minimum: int = 8) -> tuple[list[Record], list[Record]]:
-    """A validation slice carved from train for fine-tuning's early stopping (test stays frozen)."""
+def carve_validation(train: list[Record], *, seed: int, classification: bool, fraction: float = 0.1,
+                     minimum: int = 8, limit: int | None = None) -> tuple[list[Record], list[Record]]:
+    """A validation slice carved from train for fine-tuning's early stopping and the prompting
+    calibration choice (test stays frozen): `fraction` of train, at most `limit` records, so that its
+    cost follows the budget rather than the size of train."""
     from tunewise.data.split import seeded_split
 
     n_val = max(minimum, int(round(fraction * len(train))))
+    n_val = min(n_val, limit) if limit is not None else n_val
     if len(train) < 2 * n_val:
         return train, train[:0]
     return seeded_split(train, fraction=n_val / len(train), seed=seed, stratified=classification)

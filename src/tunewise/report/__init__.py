@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from tunewise.files import write_atomic
 from tunewise.report.html import render_html
 from tunewise.report.markdown import render_markdown
 from tunewise.results import RunResults
@@ -25,18 +25,3 @@ def write_report(results: RunResults, out_dir: Path) -> dict[str, Path]:
     for kind, path in paths.items():
         write_atomic(path, texts[kind])
     return paths
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, flush it to disk, then rename it over `path`."""
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer that was killed
-        stale.unlink(missing_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

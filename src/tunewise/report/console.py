@@ -29,16 +29,22 @@ def print_verdict(verdict: Verdict, console) -> None:
 
 def print_summary(results: RunResults, out_dir: Path, console) -> None:
     metric = results.task.get("metric") or "accuracy"
-    table = Table(title=f"{results.task.get('name')}: {metric} on {results.split.get('test_scored')} test records")
-    for col in ("candidate", "model", "status", metric, "p95 ms", "train s"):
+    table = Table(title=f"{results.task.get('name')}: {metric} on up to {results.split.get('test_scored')} "
+                        f"of {results.split.get('test')} test records")
+    for col in ("candidate", "model", "status", "records", metric, "p95 ms", "train s"):
         table.add_column(col)
     for c in results.candidates:
         m = c.metrics.get(metric)
         table.add_row(c.name, c.model or "-", c.status if c.status == "ok" else f"[red]{c.status}[/red]",
-                      _fmt(m) if m else (c.error or "")[:60], f"{c.latency_ms['p95']:.0f}" if c.latency_ms else "-",
+                      str(c.test_records or "-"), _fmt(m) if m else (c.error or "")[:60],
+                      f"{c.latency_ms['p95']:.0f}" if c.latency_ms else "-",
                       f"{c.train_seconds:.0f}" if c.train_seconds else "-")
     console.print(table)
     print_warnings(results.warnings, console)
+    if results.test_scoring:
+        from tunewise.report._common import scoring_summary
+
+        console.print(scoring_summary(results.test_scoring), markup=False, highlight=False)
     if results.verdict:
         print_verdict(results.verdict, console)
     if results.stage_seconds:

@@ -75,9 +75,10 @@ def _candidates(r: RunResults) -> list[str]:
     if not r.candidates:
         return out + _absent("candidates")
     metrics, costs = C.metric_names(r), C.cost_per_1k(r)
-    head = ["name", "family", "model", "status"] + [f"{m} [95% CI]" for m in metrics] + [
+    head = ["name", "family", "model", "status", "test records"] + [f"{m} [95% CI]" for m in metrics] + [
         "latency p50/p95", "prompt tokens", "train time", "tokens/s", "cost/1k", "error"]
-    rows = [[c.name, c.family, c.model or "—", c.status] + [C.fmt_iv(c.metrics.get(m)) for m in metrics] + [
+    rows = [[c.name, c.family, c.model or "—", c.status, C.fmt_any(c.test_records)]
+            + [C.fmt_iv(c.metrics.get(m)) for m in metrics] + [
         C.fmt_latency(c.latency_ms), C.fmt(c.prompt_tokens_mean, 0), C.fmt_seconds(c.train_seconds),
         C.fmt(c.train_tokens_per_s, 0), C.fmt_money(costs.get(c.name)), c.error or ""] for c in r.candidates]
     return out + _table(head, rows)
@@ -87,9 +88,21 @@ def _comparisons(r: RunResults) -> list[str]:
     out = ["## Paired comparisons", ""]
     if not r.comparisons:
         return out + _absent("paired comparisons")
-    rows = [[x.a, x.b, x.metric, f"{x.diff:+.3f} [{x.ci_low:+.3f}, {x.ci_high:+.3f}]", C.fmt_p(x.p_value), x.test]
-            for x in r.comparisons]
-    return out + _table(["a", "b", "metric", "a − b [95% CI]", "p", "test"], rows)
+    rows = [[x.a, x.b, x.metric, C.fmt_any(x.n), f"{x.diff:+.3f} [{x.ci_low:+.3f}, {x.ci_high:+.3f}]",
+             C.fmt_p(x.p_value), f"{x.alpha:.2g}", x.test] for x in r.comparisons]
+    return out + _table(["a", "b", "metric", "records", "a − b [interval at 1 − level]", "p", "level", "test"], rows)
+
+
+def _test_scoring(r: RunResults) -> list[str]:
+    out = ["## Test scoring", ""]
+    s = r.test_scoring
+    if s is None:
+        return out + _absent("adaptive test scoring")
+    out += [_t(C.scoring_summary(s)), "", f"Method: {_t(s.method)}.", ""]
+    rows = [[i + 1, lk.n, f"{lk.alpha:.2g}", lk.leader, ", ".join(lk.dropped) or "—", ", ".join(lk.open) or "—",
+             C.fmt_any(lk.floor_separated)] for i, lk in enumerate(s.looks)]
+    return out + _table(["look", "records", "level", "leader", "separated (stopped)", "not yet separated",
+                         "leader above the floor"], rows)
 
 
 def _learning_curve(r: RunResults) -> list[str]:
@@ -202,7 +215,8 @@ def render_markdown(results: RunResults) -> str:
             + (f" · budget {_t(r.budget['name'])}" if r.budget.get("name") else "")
             + (f" · metric {C.primary_metric(r)}" if C.primary_metric(r) else "")
             + (f" · target {C.target(r):g}" if C.target(r) is not None else ""), ""]
-    sections = [_warnings, _verdict, _candidates, _comparisons, _learning_curve, _overfitting, _forgetting, _compute, _cost,
+    sections = [_warnings, _verdict, _candidates, _comparisons, _test_scoring, _learning_curve, _overfitting, _forgetting,
+                _compute, _cost,
                 _per_class, _profile, _settings]
     lines = head + [line for section in sections for line in section(r)]
     return "\n".join(lines).rstrip() + "\n"
