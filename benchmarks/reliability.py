@@ -42,8 +42,8 @@ EXAMPLES = REPO / "examples"
 RUN_ARGS = ["run", str(EXAMPLES / "tickets.jsonl"), "--task", str(EXAMPLES / "tickets.yaml"), "--budget", "quick",
             "--no-curve", "--no-forgetting", "--candidates", "majority,classical,lora", "--seed", "0"]
 # Fields of a candidate that do not depend on timing.
-CANDIDATE_FIELDS = ("name", "family", "strategy", "model", "status", "error", "metrics", "per_class", "confusion",
-                    "losses", "train_tokens", "params", "trainable_params", "settings")
+CANDIDATE_FIELDS = ("name", "family", "strategy", "model", "status", "error", "test_records", "metrics", "per_class",
+                    "confusion", "losses", "train_tokens", "params", "trainable_params", "settings")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
@@ -89,7 +89,7 @@ def stage_of(line: str) -> str:
 def stable(results: dict) -> dict:
     """The parts of results.json that must not depend on timing or on interruptions."""
     out = {k: results.get(k) for k in ("task", "budget", "split", "data", "profile", "warnings", "comparisons",
-                                        "learning_curve", "forgetting", "overfitting")}
+                                        "test_scoring", "learning_curve", "forgetting", "overfitting")}
     out["candidates"] = [{k: c.get(k) for k in CANDIDATE_FIELDS} for c in results["candidates"]]
     v = results.get("verdict") or {}
     out["verdict"] = {k: v.get(k) for k in ("decision", "candidate", "model")}
@@ -213,7 +213,7 @@ def concurrency(work: Path) -> dict:
     counted = {
         "profile": sum("Counting tokens with" in text for text in logs),
         "rate calibration": sum("compute: calibrating" in text for text in logs),
-        "lora": sum("lora: finished earlier, reused" not in text for text in logs),
+        "lora": sum("lora: preparing" in text for text in logs),
         "waited": sum("waiting to reuse it" in text for text in logs),
     }
     runs = [check_against(folder, reference, out=f"run{i}") for i in (1, 2, 3)] if not any(codes) else []
