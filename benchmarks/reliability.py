@@ -304,7 +304,7 @@ def markdown(report: dict) -> str:
         b = f.get("baseline")
         if b:
             bt = b["total"]
-            lines += [f"The same generators (same settings, derandomized) through the tunewise in `{b['src']}` "
+            lines += [f"The same generators and settings through the tunewise in `{b['src']}` "
                       f"(before this work): {bt['records']:,} records, **{bt['foreign_exceptions']} other exceptions** "
                       f"({', '.join(f'{n} {k}' for k, n in bt['foreign_by_type'].items()) or 'none'}), "
                       f"**{bt['lost_or_altered']} lost or altered**: " + "; ".join(
