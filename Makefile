@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench bench-precision bench-decisiveness clean
+.PHONY: install demo test test-slow bench bench-precision bench-decisiveness bench-reliability clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -36,6 +36,9 @@ bench-precision: $(STAMP)
 
 bench-decisiveness: $(STAMP)
 	$(BIN)/python benchmarks/decisiveness.py
+
+bench-reliability: $(STAMP)
+	$(BIN)/python benchmarks/reliability.py
 
 clean:
 	rm -rf $(VENV) .tunewise tunewise-runs test-artifacts

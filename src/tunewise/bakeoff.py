@@ -92,10 +92,7 @@ class Contender:
         ctx.checkpoint_dir = store.root / "checkpoints" / self.key
         cached = store.get("candidate", self.key)
         if cached is not None:
-            self.result = CandidateResult.model_validate(cached)
-            self.result.predictions = list(cached.get("predictions", []))
-            self.single_seconds = list(cached.get("single_seconds", []))
-            self.token_sums = list(cached.get("token_sums", [0.0, 0.0]))
+            self._adopt(cached)
             progress.note(f"{spec.name}: {self.n} test records scored earlier, reused from the store")
         else:
             self.result = CandidateResult(name=spec.name, family=self.strategy.family, strategy=spec.strategy,
@@ -114,11 +111,28 @@ class Contender:
     def seconds_per_record(self) -> float:
         return (self.result.scoring_seconds or 0.0) / max(self.n, 1)
 
+    def _adopt(self, cached: dict) -> None:
+        self.result = CandidateResult.model_validate(cached)
+        self.result.predictions = list(cached.get("predictions", []))
+        self.single_seconds = list(cached.get("single_seconds", []))
+        self.token_sums = list(cached.get("token_sums", [0.0, 0.0]))
+
     def score_upto(self, test: list[Record], n: int) -> CandidateResult:
-        """Score test[self.n:n] (fitting first when needed). A failure before any record is scored
-        fails the candidate (not cached: a re-run tries again); a later one stops its scoring, noted."""
+        """Score test[self.n:n], one run at a time per candidate: a run on the same store that is fitting
+        or scoring it (and writing its checkpoints) is waited for, and what it stored is taken over."""
         if not self.ok or self.stopped or self.n >= n:
             return self.result
+        with self.store.lock("candidate", self.key, on_wait=lambda: self.progress.note(
+                f"{self.spec.name}: another run on this store is scoring it; waiting to reuse it")):
+            cached = self.store.get("candidate", self.key)
+            if cached is not None and len(cached.get("predictions", [])) > self.n:
+                self._adopt(cached)
+                self.progress.note(f"{self.spec.name}: {self.n} test records scored by another run, reused")
+            return self._score_upto(test, n) if self.n < n else self.result
+
+    def _score_upto(self, test: list[Record], n: int) -> CandidateResult:
+        """Score test[self.n:n] (fitting first when needed). A failure before any record is scored
+        fails the candidate (not cached: a re-run tries again); a later one stops its scoring, noted."""
         try:
             self._fit()
             many = getattr(self.strategy, "predict_many", None)

@@ -232,7 +232,8 @@ class RunResults(BaseModel):
     cost: Cost | None = None
     verdict: Verdict | None = None
     environment: dict = Field(default_factory=dict)
-    stage_seconds: dict[str, float] = Field(default_factory=dict)  # wall time per stage (cached: near 0)
+    stage_seconds: dict[str, float] = Field(default_factory=dict)  # wall time per stage, summed over resumed invocations
+    warnings: list[str] = Field(default_factory=list)  # what the user allowed but must not miss (e.g. unseen test labels)
 
     def candidate(self, name: str) -> CandidateResult | None:
         return next((c for c in self.candidates if c.name == name), None)

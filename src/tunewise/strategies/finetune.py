@@ -13,6 +13,7 @@ from tunewise.assets import DEFAULT_MODEL
 from tunewise.data.records import Record
 from tunewise.data.split import nested_fraction
 from tunewise.errors import ConfigError
+from tunewise.files import write_atomic
 from tunewise.models.lm import LanguageModel, Scored
 from tunewise.strategies.base import CandidateSpec, Context, register
 from tunewise.strategies.prompts import input_turns, system_turn
@@ -88,7 +89,7 @@ class FineTune:
                 + ([f"resumed from step {result.resumed_from_step}"] if result.resumed_from_step else [])
                 + ([result.checkpoint_refused] if result.checkpoint_refused else [])}
         if trained is not None:  # written last: its presence means the adapter beside it is complete
-            (trained / FACTS).write_text(json.dumps(facts | {"losses": [e.model_dump() for e in result.losses]}))
+            write_atomic(trained / FACTS, json.dumps(facts | {"losses": [e.model_dump() for e in result.losses]}))
         self._ready(result.model, tokenizer, ctx)  # merges the adapter: after every save
         return facts
 
