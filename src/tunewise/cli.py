@@ -148,9 +148,10 @@ def profile_cmd(data: Optional[Path] = DataArg, task: Optional[Path] = TaskOpt, 
     from tunewise.store import Store
 
     progress = Progress(quiet=as_json)
+    db = Store(store)  # a bad --store fails before the data is read
     prep = _prepare(data, demo, task, test, skip_invalid, seed, model)
     print_warnings(split_warnings(prep.task, prep.split), console)
-    result, _ = _profile(prep, model, Store(store), progress, max_length)
+    result, _ = _profile(prep, model, db, progress, max_length)
     if as_json:
         print(json.dumps(result, indent=2, default=str))
     else:
