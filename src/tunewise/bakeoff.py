@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from tunewise.assets import DEFAULT_MODEL
-from tunewise.config import Budget, TaskSpec
+from tunewise.config import Budget, TaskSpec, model_config
 from tunewise.data.records import Record
 from tunewise.evaluate import confusion, per_class, score_all
 from tunewise.evaluate.stats import paired_bootstrap
@@ -22,14 +22,22 @@ from tunewise.results import CandidateResult, Comparison, EpochLoss
 from tunewise import __version__
 from tunewise.store import Store, make_key
 from tunewise.strategies import CandidateSpec, Context, ModelPool, build
+from tunewise.strategies.base import FitFacts
 from tunewise.ui import Progress
 
 LATENCY_SAMPLE = 16  # single requests timed per candidate; the rest goes through predict_many (batched on CUDA)
 SCORE_CHUNK = 32  # records per predict_many call (the progress bar moves between calls)
 
+PROMPTING = ("zero_shot", "few_shot", "knn_few_shot")
+# Model settings that change no prediction: left out of the candidate key (a new price re-prices, not re-runs).
+NOT_IN_KEY = {"api_key_env", "input_per_mtok", "output_per_mtok", "requests_per_second", "concurrency",
+              "timeout_s", "max_retries"}
+
+
 def default_candidates(task: TaskSpec, model: str = DEFAULT_MODEL, extra_models: list[str] | None = None,
-                       full_ft: bool = False) -> list[CandidateSpec]:
-    """The standard line-up: floors first, then prompting, then fine-tuning, per model."""
+                       full_ft: bool = False, prompt_models: list[str] | None = None) -> list[CandidateSpec]:
+    """The standard line-up: floors first, then prompting, then fine-tuning, per model; then prompting
+    only on each --prompt-model (served or local)."""
     specs = []
     if task.type == "classification":
         specs += [CandidateSpec(name="majority", strategy="majority"),
@@ -42,14 +50,19 @@ def default_candidates(task: TaskSpec, model: str = DEFAULT_MODEL, extra_models:
                   CandidateSpec(name=f"lora{suffix}", strategy="lora", model=m)]
         if full_ft:
             specs.append(CandidateSpec(name=f"full_ft{suffix}", strategy="full_ft", model=m))
+    for m in prompt_models or []:
+        short, _ = model_config(m, task.models)
+        specs += [CandidateSpec(name=f"{s}@{short}", strategy=s, model=m) for s in PROMPTING]
     return specs
 
 
 def candidate_key(spec: CandidateSpec, settings: dict, data_key: str, task: TaskSpec, budget: Budget,
                   seed: int) -> str:
     caps = budget.model_dump(exclude={"name", "curve_fractions", "probe_limit", "bootstrap"})
+    served = model_config(spec.model, task.models)[1].model_dump(exclude=NOT_IN_KEY) if spec.model else None
     return make_key("candidate", __version__, spec.strategy, spec.model, settings, data_key,
-                    task.model_dump(exclude={"target", "constraints", "name"}), caps, seed)
+                    task.model_dump(exclude={"target", "constraints", "name", "models"}), caps, seed,
+                    *([served] if served else []))
 
 
 def score_predictions(task: TaskSpec, labels: list[str], predictions: list[str], test: list[Record],
@@ -89,6 +102,8 @@ def run_candidate(spec: CandidateSpec, ctx: Context, test: list[Record], store: 
             torch.cuda.reset_peak_memory_stats()
         progress.note(f"{spec.name}: preparing")
         facts = strategy.fit(ctx)
+        if isinstance(facts, dict):  # an old-style strategy: its facts must still be ones FitFacts knows
+            facts = FitFacts.model_validate(facts)
         began = time.perf_counter()
         with progress.task(f"{spec.name}: scoring", total=len(test)) as advance:
             scored, timed = predict_all(strategy, ctx, test, advance)
@@ -130,8 +145,9 @@ def predict_all(strategy, ctx: Context, test: list[Record], advance) -> tuple[li
     return scored, timed
 
 
-def _fill(result: CandidateResult, facts: dict, scored, timed: int) -> None:
-    """Latency from the first `timed` (single-request) predictions, tokens from all, training facts from fit."""
+def _fill(result: CandidateResult, facts: FitFacts, scored, timed: int) -> None:
+    """Latency from the first `timed` (single-request) predictions, tokens and request counts from all,
+    training facts from fit."""
     result.latency_samples = timed
     seconds = np.array([s.seconds for s in scored[:timed]]) * 1000
     result.latency_ms = {"p50": float(np.percentile(seconds, 50)), "p95": float(np.percentile(seconds, 95)),
@@ -139,11 +155,21 @@ def _fill(result: CandidateResult, facts: dict, scored, timed: int) -> None:
     result.prompt_tokens_mean = float(np.mean([s.prompt_tokens for s in scored]))
     result.output_tokens_mean = float(np.mean([s.output_tokens for s in scored]))
     for name in ("train_seconds", "train_tokens", "train_tokens_per_s", "peak_memory_mb", "artifact",
-                 "params", "trainable_params"):
-        if facts.get(name) is not None:
-            setattr(result, name, facts[name])
-    result.losses = [EpochLoss.model_validate(x, from_attributes=True) for x in facts.get("losses", [])]
-    result.notes += facts.get("notes", [])
+                 "params", "trainable_params", "scoring"):
+        if getattr(facts, name) is not None:
+            setattr(result, name, getattr(facts, name))
+    result.losses = [EpochLoss.model_validate(x, from_attributes=True) for x in facts.losses]
+    result.notes += facts.notes
+    if facts.scoring == "generate":
+        result.unparsed = sum(s.unparsed for s in scored)
+        result.notes.append(f"{result.unparsed} of {len(scored)} answers ({result.unparsed / len(scored):.1%}) "
+                            "named no single label: counted as wrong")
+    if facts.api is not None:
+        result.api = facts.api.model_copy(update={"requests": len(scored), "retries": sum(s.retries for s in scored),
+                                                  "cached": sum(s.cached for s in scored)})
+        a = result.api
+        result.notes.append(f"HTTP {a.base_url} ({a.model}): {a.requests} test requests, {a.retries} retries "
+                            f"(429/5xx/timeouts/connection/bad responses), {a.cached} answered from the store")
     if result.peak_memory_mb is None:
         result.peak_memory_mb = _peak_rss_mb()
 
@@ -182,7 +208,7 @@ def compare(candidates: list[CandidateResult], test: list[Record], metric: str, 
 def run_bakeoff(specs: list[CandidateSpec], *, task: TaskSpec, labels: list[str], train: list[Record],
                 validation: list[Record], test: list[Record], budget: Budget, seed: int, run_dir: Path,
                 store: Store, data_key: str, progress: Progress, device: str = "auto") -> list[CandidateResult]:
-    pool = ModelPool(device=device)
+    pool = ModelPool(device=device, models=task.models, store=store, prices=task.constraints.prices)
     results = []
     for spec in specs:
         ctx = Context(task=task, labels=labels, train=train, validation=validation, budget=budget, seed=seed,

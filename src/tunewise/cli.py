@@ -155,6 +155,10 @@ def run_cmd(data: Optional[Path] = DataArg, task: Optional[Path] = TaskOpt, demo
             candidates: Optional[str] = typer.Option(None, "--candidates", help="comma-separated strategies to run "
                                                      "(default: all that fit the task)"),
             also_model: list[str] = typer.Option([], "--also-model", help="a second model to compare (repeatable)"),
+            prompt_model: list[str] = typer.Option([], "--prompt-model", help="also prompt this model (zero-shot, "
+                                                   "few-shot, retrieved few-shot; repeatable): openai:gpt-4o-mini, "
+                                                   "http://127.0.0.1:8000/v1#NAME, a `models:` key of the task file "
+                                                   "or a local model"),
             full_ft: bool = typer.Option(False, "--full-ft", help="also run full fine-tuning (models under 500M)"),
             no_curve: bool = typer.Option(False, "--no-curve", help="skip the learning curve"),
             no_forgetting: bool = typer.Option(False, "--no-forgetting", help="skip the forgetting probe"),
@@ -172,10 +176,14 @@ def run_cmd(data: Optional[Path] = DataArg, task: Optional[Path] = TaskOpt, demo
     prep = _prepare(data, demo, task, test, skip_invalid, seed, model)
     if target is not None:
         prep.task = prep.task.model_copy(update={"target": target})
+    from tunewise.models.endpoint import check_prompt_models
+
+    check_prompt_models(prompt_model, prep.task.models)
     started = time.perf_counter()
     profile, _ = _profile(prep, model, store, progress, bud.max_length)
     out = out or Path("tunewise-runs") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     opts = RunOptions(budget=bud, out_dir=out, store=Store(store), model=model, extra_models=also_model,
+                      prompt_models=prompt_model,
                       candidates=[c.strip() for c in candidates.split(",")] if candidates else None,
                       full_ft=full_ft, seed=seed, device=device, learning_curve=not no_curve,
                       forgetting=not no_forgetting, profile=profile,

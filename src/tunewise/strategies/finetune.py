@@ -11,15 +11,17 @@ from tunewise.assets import DEFAULT_MODEL
 from tunewise.data.records import Record
 from tunewise.data.split import nested_fraction
 from tunewise.errors import ConfigError
-from tunewise.models.lm import LanguageModel, Scored
-from tunewise.strategies.base import CandidateSpec, Context, register
+from tunewise.models.backend import Scored
+from tunewise.models.lm import LanguageModel
+from tunewise.results import EpochLoss
+from tunewise.strategies.base import CandidateSpec, Context, Family, FitFacts, register
 from tunewise.strategies.prompts import input_turns, system_turn
 
 FULL_FT_MAX_PARAMS = 500_000_000
 
 
 class FineTune:
-    family = "finetune"
+    family: Family = "finetune"
     method = "lora"
 
     def __init__(self, spec: CandidateSpec):
@@ -53,7 +55,7 @@ class FineTune:
         return [Example(prompt_ids=lm.encode(lm.render(system + input_turns(r), add_generation_prompt=True)),
                         completion_ids=lm.label_ids([r.output])[0]) for r in records]
 
-    def fit(self, ctx: Context) -> dict:
+    def fit(self, ctx: Context) -> FitFacts:
         from tunewise.models.load import count_params, load_model
         from tunewise.models.train import save_artifact, train
 
@@ -72,14 +74,14 @@ class FineTune:
                        progress=ctx.progress is not None)
         artifact = save_artifact(result.model, tokenizer, ctx.work_dir / ("adapter" if self.method == "lora" else "model"))
         self.lm = LanguageModel(self._for_scoring(result.model, ctx.device), tokenizer, self.model_name)
-        self._label_ids = self.lm.label_ids(ctx.labels) if ctx.task.type == "classification" else None
-        self._cache = None
-        return {"train_records": len(records), "train_seconds": result.seconds, "train_tokens": result.tokens,
-                "train_tokens_per_s": result.tokens_per_s, "peak_memory_mb": result.peak_memory_mb,
-                "losses": result.losses, "artifact": str(artifact), "params": params,
-                "trainable_params": count_params(result.model)[1],
-                "notes": ([f"stopped early after epoch {result.best_epoch}"] if result.stopped_early else [])
-                + ([f"resumed from step {result.resumed_from_step}"] if result.resumed_from_step else [])}
+        return FitFacts(
+            train_records=len(records), train_seconds=result.seconds, train_tokens=result.tokens,
+            train_tokens_per_s=result.tokens_per_s, peak_memory_mb=result.peak_memory_mb,
+            losses=[EpochLoss.model_validate(x, from_attributes=True) for x in result.losses],
+            artifact=str(artifact), params=params, trainable_params=count_params(result.model)[1],
+            scoring="likelihood" if ctx.task.type == "classification" else None,
+            notes=([f"stopped early after epoch {result.best_epoch}"] if result.stopped_early else [])
+            + ([f"resumed from step {result.resumed_from_step}"] if result.resumed_from_step else []))
 
     @staticmethod
     def _for_scoring(model, device: str):
@@ -96,10 +98,8 @@ class FineTune:
     def predict_many(self, ctx: Context, records: list[Record]) -> list[Scored]:
         rests = [input_turns(r) for r in records]
         if not records or ctx.task.type == "generation":
-            return [self.lm.generate(self.system + rest) for rest in rests]
-        if self._cache is None:
-            self._cache = self.lm.prefix_cache(self.lm.split_prompt(self.system, rests[0])[0])
-        return self.lm.classify_many(self.system, rests, ctx.labels, cache=self._cache, label_ids=self._label_ids)
+            return self.lm.generate([self.system + rest for rest in rests])
+        return self.lm.score_labels(self.system, rests, ctx.labels)
 
 
 @register("lora")
