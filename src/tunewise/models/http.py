@@ -136,31 +136,37 @@ def chat_label_scores(tokens: list[dict], labels: list[str]) -> list[float]:
     A label follows the answer while the answer spells it (case and leading spaces ignored), adding each
     token's log-probability; where the answer leaves it, the best top alternative that continues it is
     added and the rest of the label is taken as certain (so the score is an upper bound); with no such
-    alternative it scores -inf. A token 'completes' a label when the label ends at a word boundary, so
-    'negative' does not complete 'neg'."""
+    alternative it scores -inf. A label must end at a word boundary: once spelled, the next token (if the
+    answer goes on) must start with a non-alphanumeric character, so 'negative' does not count as 'neg'."""
     out = []
     for label in labels:
         target, said, score = label.lower(), "", 0.0
         for position in tokens:
-            if len(said) >= len(target):
-                break
             options = [(position["token"], position["logprob"])] + [
                 (alt["token"], alt["logprob"]) for alt in position.get("top_logprobs") or []]
-            follows = [(tok, lp) for tok, lp in options if _continues((said + tok.lower()).lstrip(), target)]
+            if len(said) >= len(target):  # spelled: the answer must stop or leave the word here
+                if said == target and not _boundary(position["token"]):
+                    ends = [lp for t, lp in options if _boundary(t)]
+                    score = score + max(ends) if ends else -math.inf
+                break
+            follows = [(t, lp) for t, lp in options if _continues((said + t.lower()).lstrip(), target)]
             if not follows:
                 score = -math.inf
                 break
-            if follows[0][0] == position["token"]:  # the answer itself still spells the label
-                score += position["logprob"]
-                said = (said + position["token"].lower()).lstrip()
-                continue
-            score += max(lp for _, lp in follows)
-            break
+            if follows[0][0] != position["token"]:  # the answer leaves the label: best way back in, then stop
+                score += max(lp for _, lp in follows)
+                break
+            score += position["logprob"]
+            said = (said + position["token"].lower()).lstrip()
         else:  # the answer ended before spelling the whole label: it was not said
             if len(said) < len(target):
                 score = -math.inf
         out.append(score)
     return out
+
+
+def _boundary(token: str) -> bool:
+    return bool(token) and not token[0].isalnum()
 
 
 def _continues(text: str, target: str) -> bool:
