@@ -110,8 +110,9 @@ def run_candidate(spec: CandidateSpec, ctx: Context, test: list[Record], store: 
         result.scoring_seconds = time.perf_counter() - began
         _fill(result, facts, scored, timed)
         result.predictions = [s.prediction for s in scored]
+        kept = {"predictions": result.predictions, "answers": result.answers}  # excluded from dumps
         scores = score_predictions(ctx.task, ctx.labels, result.predictions, test, ctx.budget.bootstrap, ctx.seed)
-        result = result.model_validate(result.model_dump() | scores | {"predictions": result.predictions})
+        result = result.model_validate(result.model_dump() | scores | kept)
         result.notes += ctx.notes
     except KeyboardInterrupt:
         raise
@@ -122,7 +123,8 @@ def run_candidate(spec: CandidateSpec, ctx: Context, test: list[Record], store: 
         return result  # failures are not cached: a re-run tries again
     finally:
         ctx.work_dir = ctx.work_dir.parent
-    store.put("candidate", key, result.model_dump(mode="json") | {"predictions": result.predictions})
+    store.put("candidate", key, result.model_dump(mode="json") | {"predictions": result.predictions,
+                                                                   "answers": result.answers})
     return result
 
 
@@ -160,10 +162,15 @@ def _fill(result: CandidateResult, facts: FitFacts, scored, timed: int) -> None:
             setattr(result, name, getattr(facts, name))
     result.losses = [EpochLoss.model_validate(x, from_attributes=True) for x in facts.losses]
     result.notes += facts.notes
-    if facts.scoring == "generate":
-        result.unparsed = sum(s.unparsed for s in scored)
+    if facts.scoring in ("generate", "chat_logprobs"):
+        unparsed = [s.answer or "" for s in scored if s.unparsed]
+        result.unparsed = len(unparsed)
+        what = "named no single label" if facts.scoring == "generate" else "had no label among their top log-probs"
+        examples = "; ".join(repr(a[:60] + ("…" if len(a) > 60 else "")) for a in unparsed[:3] if a)
         result.notes.append(f"{result.unparsed} of {len(scored)} answers ({result.unparsed / len(scored):.1%}) "
-                            "named no single label: counted as wrong")
+                            f"{what}: counted as wrong" + (f" (e.g. {examples})" if examples else ""))
+    if facts.scoring == "generate":
+        result.answers = [s.answer or "" for s in scored]
     if facts.api is not None:
         result.api = facts.api.model_copy(update={"requests": len(scored), "retries": sum(s.retries for s in scored),
                                                   "cached": sum(s.cached for s in scored)})

@@ -79,6 +79,7 @@ class CandidateResult(BaseModel):
     unparsed: int | None = None  # answers that matched no label (counted as wrong)
     api: ApiUse | None = None  # prompted over HTTP: endpoint, prices, request counts
     predictions: list[str] = Field(default_factory=list, exclude=True)  # kept in the store, not the JSON
+    answers: list[str] = Field(default_factory=list, exclude=True)  # generate-and-parse: raw answers (store only)
 
 
 class Comparison(BaseModel):

@@ -38,6 +38,7 @@ class Scored:
     retries: int = 0  # requests repeated after 429/5xx/timeouts/connection errors or bad responses
     cached: bool = False  # answered from the store's response cache (not paid again)
     unparsed: bool = False  # generate-and-parse: the answer matched no label (counted as wrong)
+    answer: str | None = None  # generate-and-parse: the answer as written, before matching it to a label
 
 
 @dataclass(frozen=True)

@@ -167,6 +167,7 @@ class PromptStrategy:
             return self.backend.generate([shared + rest for rest in rests], self.max_new_tokens)
         answers = self.backend.generate([shared + rest for rest in rests], answer_tokens(ctx.labels))
         for s in answers:
+            s.answer = s.prediction
             label = parse_label(s.prediction, ctx.labels)
             s.prediction, s.unparsed = (label, False) if label is not None else ("", True)
         return answers
