@@ -1,6 +1,6 @@
 """Models behind OpenAI-compatible servers: naming, the three scoring methods, faults, cost, keys.
 
-Servers here are real HTTP servers bound to 127.0.0.1 (pytest-httpserver for faults, tests/echo_server.py
+Servers here are real HTTP servers bound to 127.0.0.1 (pytest-httpserver for faults, tests/servers.py
 for log-probabilities over the shipped model), started and stopped by the tests."""
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def lm():
 
 
 def test_echo_logprobs_over_http_equal_local_label_scores(lm, tmp_path):
-    from echo_server import EchoServer
+    from servers import EchoServer
 
     labels = ["neg", "negative", "positive", "credit card payment declined"]
     shared = [("system", "Classify the text."), ("user", "great stuff"), ("assistant", "positive")]
@@ -137,7 +137,7 @@ def bakeoff(tmp_path, specs, task=TASK, store=None):
 
 
 def test_a_served_candidate_scores_like_the_local_one_and_says_how(lm, tmp_path, monkeypatch):
-    from echo_server import EchoServer
+    from servers import EchoServer
 
     from tunewise.strategies import base
 

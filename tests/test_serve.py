@@ -5,13 +5,6 @@ their predictions on the same test records must agree."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,53 +15,22 @@ from tunewise.cli import app
 from tunewise.store import Store
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-STARTUP_S = 180
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """(base URL, served model name) of a `transformers serve` process, stopped after the module."""
+    from servers import TransformersServe
+
     from tunewise.models.load import cpu_has_bf16, model_folder
 
-    binary = Path(sys.executable).with_name("transformers")
-    if not binary.is_file() and shutil.which("transformers") is None:
-        pytest.skip("transformers CLI not installed (pip install 'transformers[serving]')")
     folder = model_folder("smollm2-135m")
-    port = free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    # The local candidate's settings (dtype, eager attention on CPU), so greedy answers can agree token for token.
-    cmd = [str(binary if binary.is_file() else "transformers"), "serve", folder, "--host", "127.0.0.1",
-           "--port", str(port), "--dtype", "bfloat16" if cpu_has_bf16() else "float32",
-           "--attn-implementation", "eager", "--device", "cpu"]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env=os.environ | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"})
-    try:
-        deadline = time.monotonic() + STARTUP_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"transformers serve exited ({proc.returncode}): {log.read_text()[-2000:]}")
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"transformers serve not up after {STARTUP_S} s: {log.read_text()[-2000:]}")
-                time.sleep(1)
-        yield f"http://127.0.0.1:{port}/v1", folder
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    server = TransformersServe(folder, tmp_path_factory.mktemp("serve") / "serve.log",
+                               "bfloat16" if cpu_has_bf16() else "float32")
+    if not server.binary.is_file():
+        pytest.skip("transformers CLI not installed (pip install 'transformers[serving]')")
+    with server:
+        yield server.url, folder
 
 
 def task_file(tmp_path, url, folder) -> Path:

@@ -152,7 +152,8 @@ def run_cmd(data: Optional[Path] = DataArg, task: Optional[Path] = TaskOpt, demo
                                        "epochs, shots, curve points"),
             out: Optional[Path] = typer.Option(None, "--out", help="run folder (default ./tunewise-runs/<timestamp>)"),
             target: Optional[float] = typer.Option(None, "--target", help="score the task needs (overrides the task file)"),
-            candidates: Optional[str] = typer.Option(None, "--candidates", help="comma-separated strategies to run "
+            candidates: Optional[str] = typer.Option(None, "--candidates", help="comma-separated candidate names or "
+                                                     "registered strategies, e.g. zero_shot,lora,full_ft "
                                                      "(default: all that fit the task)"),
             also_model: list[str] = typer.Option([], "--also-model", help="a second model to compare (repeatable)"),
             prompt_model: list[str] = typer.Option([], "--prompt-model", help="also prompt this model (zero-shot, "
