@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench bench-precision bench-http clean
+.PHONY: install demo test test-slow bench bench-precision bench-decisiveness bench-reliability bench-http clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -33,6 +33,12 @@ bench: $(STAMP)
 
 bench-precision: $(STAMP)
 	$(BIN)/python benchmarks/precision.py
+
+bench-decisiveness: $(STAMP)
+	$(BIN)/python benchmarks/decisiveness.py
+
+bench-reliability: $(STAMP)
+	$(BIN)/python benchmarks/reliability.py
 
 bench-http: $(STAMP)
 	$(BIN)/python benchmarks/http.py

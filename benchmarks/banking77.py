@@ -43,7 +43,8 @@ def main() -> int:
                     instruction="Which banking customer-support intent does this query express?")
     overrides = task.model_dump(exclude_none=True)
     prep = prepare(str(DATA / "train.csv"), overrides=overrides, test_file=str(DATA / "test.csv"))
-    budget = Budget(name="banking77-bench", test_limit=args.test_limit, train_limit=args.train_limit,
+    budget = Budget(name="banking77-bench", test_first=args.test_limit, test_max=args.test_limit,
+                    train_limit=args.train_limit,
                     epochs=args.epochs, shots=8, max_length=96, curve_fractions=[0.125, 0.25, 0.5, 1.0],
                     probe_limit=60)
     out = args.out / "banking77-run"

@@ -234,7 +234,7 @@ def test_latency_comes_from_single_requests_and_the_rest_is_batched(tmp_path, mo
 def bakeoff(tmp_path, specs, store):
     return run_bakeoff(specs, task=TASK, labels=TASK.labels, train=TRAIN, validation=[], test=TEST,
                        budget=BUDGETS["quick"], seed=0, run_dir=tmp_path / "run", store=store, data_key="k",
-                       progress=Progress(quiet=True))
+                       progress=Progress(quiet=True))[0]
 
 
 def test_a_failing_candidate_is_recorded_and_the_run_goes_on(tmp_path):

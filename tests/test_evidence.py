@@ -194,6 +194,40 @@ def test_training_flops_and_estimate():
         training_flops(1, 1, "qlora")
 
 
+def test_estimate_scales_with_the_device_rate_now_and_adds_the_fixed_overhead():
+    from tunewise.evidence.measure import compute_estimate
+
+    cal = {"device_flops_per_s": 1e12, "efficiency": 0.4, "overhead_seconds": 30.0, "basis": "calibration"}
+    idle = compute_estimate("lora", "lora", 10**9, 10**6, 10**6, cal, None, 1.0)
+    busy = compute_estimate("lora", "lora", 10**9, 10**6, 10**6, cal, None, 1.0, peak_now=0.5e12)
+    assert idle.estimated_seconds == pytest.approx(30 + 10_000)
+    assert busy.estimated_seconds == pytest.approx(30 + 20_000)  # half the matmul rate now: twice the time
+    assert idle.basis == "calibration"
+
+
+def test_a_stale_or_old_format_calibration_is_measured_again():
+    from tunewise.evidence.measure import STALE_SECONDS, stale
+
+    now = 1_000_000_000.0
+    fresh = {"created": now - 3600, "overhead_seconds": 1.0, "efficiency": 0.3}
+    assert stale(fresh, now) is None
+    assert "days old" in stale(fresh | {"created": now - STALE_SECONDS - 1}, now)
+    assert stale({"efficiency": 0.3, "device_flops_per_s": 1e11}, now) == "stored by an older tunewise"
+
+
+def test_a_measured_training_replaces_the_calibration_and_a_far_off_one_is_said(monkeypatch):
+    from tunewise.evidence import measure
+
+    monkeypatch.setattr(measure, "device_peak", lambda device: 1e11)
+    cal = {"device_flops_per_s": 1e11, "efficiency": 0.5, "overhead_seconds": 2.0, "created": 0.0}
+    # 1e8 params x 1e5 tokens x 4 = 4e13 FLOPs in 1,000 s of steps: 4e10 FLOP/s = 0.4 of the peak
+    updated, notes = measure.refreshed(cal, [("lora", 10**8, 10**5, 1000.0, 1010.0)], "cpu", 1.0)
+    assert updated["efficiency"] == pytest.approx(0.4) and updated["overhead_seconds"] == pytest.approx(10.0)
+    assert updated["basis"].startswith("measured: lora") and not notes  # 0.8x: within 2x, replaced quietly
+    updated, notes = measure.refreshed(cal, [("lora", 10**8, 10**5, 8000.0, 8000.0)], "cpu", 1.0)
+    assert updated["efficiency"] == pytest.approx(0.05) and "0.1x the calibrated rate" in notes[0]
+
+
 def test_measure_device_flops_quick():
     t = time.perf_counter()
     flops = measure_device_flops("cpu", seconds=0.2)

@@ -133,7 +133,7 @@ TEST = [Record(id=f"t{i}", messages=(("user", f"test {'awful' if i % 2 else 'gre
 def bakeoff(tmp_path, specs, task=TASK, store=None):
     return run_bakeoff(specs, task=task, labels=task.labels, train=TRAIN, validation=[], test=TEST,
                        budget=BUDGETS["quick"], seed=0, run_dir=tmp_path / "run", store=store or Store(tmp_path / "s"),
-                       data_key="k", progress=Progress(quiet=True))
+                       data_key="k", progress=Progress(quiet=True))[0]
 
 
 def test_a_served_candidate_scores_like_the_local_one_and_says_how(lm, tmp_path, monkeypatch):
@@ -255,8 +255,8 @@ def test_retries_and_unparsed_answers_are_counted_in_the_candidate(httpserver, t
     assert c.status == "ok", c.error
     assert c.scoring == "generate" and c.unparsed == 1 and "" in c.predictions
     assert c.api.requests == len(TEST) and c.api.retries == 1 and c.api.cached == 0
-    assert any("1 of 6 answers" in n and "counted as wrong" in n for n in c.notes)
-    assert any("1 retries" in n for n in c.notes)
+    assert any(n.startswith("answers: 1 of 6 (16.7%)") and "'I cannot tell'" in n for n in c.notes)
+    assert any(n.startswith("HTTP: 6 test requests") and "1 retries" in n for n in c.notes)
     assert c.prompt_tokens_mean == 40 and c.output_tokens_mean == 2
     assert c.latency_ms["p95"] >= c.latency_ms["p50"] > 0
     from tunewise.evidence.measure import cost_table
@@ -279,8 +279,8 @@ def test_a_killed_run_resumes_from_cached_responses(httpserver, tmp_path):
     store = Store(tmp_path / "store")
     spec = CandidateSpec(name="zero_shot@stub", strategy="zero_shot", model="stub")
     first = bakeoff(tmp_path, [spec], stub_task(httpserver), store)[0]
-    store._db.execute("DELETE FROM entries WHERE kind = 'candidate'")  # as if killed before the candidate ended
-    store._db.commit()
+    for key in store.keys("candidate"):  # as if killed before its first chunk of predictions was stored
+        store.delete("candidate", key)
     paid = len(calls)
     second = bakeoff(tmp_path, [spec], stub_task(httpserver), store)[0]
     assert len(calls) == paid and second.api.cached == len(TEST)

@@ -205,6 +205,21 @@ def test_label_outside_the_set_names_the_output_field_and_stays_on_one_line(tmp_
     assert issue.field == "output" and "'multi\\nline'" in issue.reason and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("line, field", [
+    ('{"text": "a\\ud800b", "label": "x"}', "text"),
+    ('{"text": "a", "label": "\\udfff"}', "label"),
+    ('{"messages": [{"role": "user", "content": "\\ud83d"}, {"role": "assistant", "content": "b"}]}',
+     "messages[0].content"),
+])
+def test_a_lone_surrogate_escape_is_an_invalid_record(tmp_path, line, field):
+    """Valid JSON, but no file, hash or report can hold half a UTF-16 pair (it raised UnicodeEncodeError)."""
+    path = jsonl(tmp_path / "s.jsonl", line, {"text": "fine", "label": "y"})
+    with pytest.raises(InvalidRecords) as err:
+        load_records(path, TASK)
+    assert str(err.value.issues[0]).startswith(f"{path}:1 field '{field}': not valid Unicode: a lone surrogate")
+    assert [r.line for r in load_records(path, TASK, skip_invalid=True).records] == [2]
+
+
 def test_a_file_of_only_bad_records_is_an_error_even_when_skipping(tmp_path):
     path = jsonl(tmp_path / "d.jsonl", "{oops", '{"text": ""}')
     with pytest.raises(DataError, match=r"no valid records \(2 skipped\)"):
@@ -311,7 +326,8 @@ def _check_error(exc: TunewiseError, path: Path, n_lines: int) -> None:
         assert message.startswith(str(path)), message
     if isinstance(exc, InvalidRecords):
         assert exc.issues and all(1 <= i.line <= n_lines for i in exc.issues)
-        assert f"line {exc.issues[0].line}:" in message
+        first = exc.issues[0]
+        assert f"line {first.line}" + (f" field '{first.field}'" if first.field else "") + ":" in message
         assert all(str(i).startswith(f"{path}:{i.line}") for i in exc.issues)
     elif isinstance(exc, DataError) and exc.line is not None:
         assert message.startswith(f"{path}:{exc.line}"), message

@@ -12,8 +12,9 @@ import pytest
 
 from tunewise.report import plots, render_html, render_markdown, write_report
 from tunewise.results import (
-    ApiUse, BreakEven, CandidateCost, CandidateResult, ClassScore, Comparison, ComputeEstimate, Confusion, Cost, CurvePoint,
-    EpochLoss, Forgetting, ForgettingEntry, Interval, LearningCurve, Overfitting, Projection, Reason, RunResults,
+    AdaptiveScoring, ApiUse, BreakEven, CandidateCost, CandidateResult, ClassScore, Comparison, ComputeEstimate, Confusion,
+    Cost, CurvePoint, EpochLoss, Forgetting, ForgettingEntry, Interval, LearningCurve, Look, Overfitting, Projection, Reason,
+    RunResults,
     Verdict,
 )
 
@@ -79,6 +80,12 @@ def full_results() -> RunResults:
         comparisons=[Comparison(a="lora", b=b, metric="accuracy", diff=0.871 - v, ci_low=0.871 - v - 0.04,
                                 ci_high=0.871 - v + 0.04, p_value=p, test="paired_bootstrap")
                      for b, v, p in [("tfidf_logreg", 0.781, 0.0004), ("retrieved_few_shot", 0.742, 0.0001)]],
+        test_scoring=AdaptiveScoring(method="group-sequential", planned=[100, 200, 300], alphas=[0.0014, 0.012, 0.037],
+                                     looks=[Look(n=100, alpha=0.0014, leader="lora", open=["tfidf_logreg"],
+                                                 floor_separated=True),
+                                            Look(n=200, alpha=0.012, leader="lora", dropped=["tfidf_logreg"],
+                                                 floor_separated=True)],
+                                     stop="separated", records={"lora": 200, "tfidf_logreg": 200, "zero_shot": 100}),
         learning_curve=curve,
         overfitting=[Overfitting(candidate="lora", epochs=candidates[4].losses, flag=False,
                                  reason="validation loss flat over the last epoch (0.61 -> 0.60)")],
@@ -124,7 +131,9 @@ def test_markdown_carries_verdict_candidates_and_numbers():
         assert f"| {name} |" in md
     for text in ["0.871 [0.841, 0.901]", "`quality_gap`", "CUDA out of memory", "6,500 requests per month",
                  "+0.090", "mmlu-mini", "support-intents", "error = 16.900 · n^-0.797 + 0.070", "1,500 [1,100, 2,300]",
-                 "$0.0140", "13.5 min", "imbalance_ratio", '"r": 16']:
+                 "$0.0140", "13.5 min", "imbalance_ratio", '"r": 16', "## Test scoring",
+                 "Scored in 2 of 3 planned looks (100, 200, 300 records); stopped: separated",
+                 "| 2 | 200 | 0.012 | lora | tfidf_logreg |"]:
         assert text in md, text
 
 
@@ -137,7 +146,7 @@ def test_api_candidates_show_model_method_tokens_cost_and_latency_side_by_side()
     row = next(line for line in render_markdown(r).splitlines() if line.startswith("| zero_shot |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[2:5] == ["openai:gpt-4o-mini", "generate (HTTP), 3 unparsed", "ok"]
-    assert ["210.0 / 380.0 ms", "142 / 3", "$0.0230"] == cells[7:10]
+    assert ["210.0 / 380.0 ms", "142 / 3", "$0.0230"] == cells[8:11]  # after the test records and two metrics
     html = render_html(r)
     for text in ["generate (HTTP), 3 unparsed", "https://api.openai.com/v1", "142 / 3", "$0.0230", "210.0 / 380.0 ms"]:
         assert text in html, text
@@ -151,6 +160,7 @@ def test_html_has_every_plot_and_section():
     assert html.index("FINE_TUNE") < html.index('id="candidates"')
     assert "not measured in this run" not in html
     assert "Qwen/Qwen2.5-0.5B-Instruct" in html and "mmlu-mini" in html and "imbalance_ratio" in html
+    assert 'id="test-scoring"' in html and "stopped: separated" in html and "zero_shot 100" in html
 
 
 def test_html_minimal_results_notes_absent_evidence():

@@ -45,7 +45,7 @@ def test_results_hold_every_candidate_with_intervals(first_run):
             assert c["latency_ms"]["p95"] >= c["latency_ms"]["p50"] >= 0
     lora = next(c for c in results["candidates"] if c["name"] == "lora")
     assert lora["train_seconds"] > 0 and lora["train_tokens_per_s"] > 0 and lora["losses"]
-    assert results["budget"]["name"] == "quick" and results["budget"]["test_limit"] == 100
+    assert results["budget"]["name"] == "quick" and results["budget"]["test_first"] == 100
     assert results["comparisons"] and all(0 <= c["p_value"] <= 1 for c in results["comparisons"])
 
 

@@ -57,7 +57,7 @@ def check_agreement(results, served, local) -> None:
 
 
 def test_served_and_local_generate_and_parse_agree(served, tmp_path):
-    """The `tunewise run` pipeline (runner.run: bake-off, cost, verdict, report) on 6 test tickets; the CLI
+    """The `tunewise run` pipeline (runner.run: bake-off, cost, verdict, report) on 4 test tickets; the CLI
     adds only the data profile, whose perplexities cost minutes on shared CPUs (see the slow test below)."""
     from tunewise.config import BUDGETS
     from tunewise.data.prepare import prepare
@@ -66,7 +66,7 @@ def test_served_and_local_generate_and_parse_agree(served, tmp_path):
 
     url, folder = served
     data = tmp_path / "tickets.jsonl"
-    data.write_text("\n".join((EXAMPLES / "tickets.jsonl").read_text().splitlines()[:30]) + "\n")
+    data.write_text("\n".join((EXAMPLES / "tickets.jsonl").read_text().splitlines()[:20]) + "\n")
     prep = prepare(str(data), task_file=str(task_file(tmp_path, url, folder)))
     opts = RunOptions(budget=BUDGETS["quick"], out_dir=tmp_path / "run", store=Store(tmp_path / ".tunewise"),
                       prompt_models=["served", "local"], candidates=["zero_shot@served", "zero_shot@local"],

@@ -240,6 +240,36 @@ def test_resume_continues_from_checkpoint(base, tmp_path):
     assert again.losses[-1].val_loss == pytest.approx(full.losses[-1].val_loss, abs=1e-4)
 
 
+class _Exploit:
+    """A pickle that runs code when loaded: what a hostile file in a shared store would hold."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_never_runs_as_code_and_bad_files_start_afresh(base, tmp_path):
+    model, tok = base
+    tr, va = secret_examples(tok, range(8), " kiwi"), secret_examples(tok, range(200, 202), " kiwi")
+    cfg = TrainConfig(r=4, alpha=8, epochs=1, learning_rate=1e-3, batch_size=4, max_length=40)
+    marker = tmp_path / "pwned"
+    hostile = {"fingerprint": "x", "weights": {}, "optimizer": {}, "scheduler": {}, "rng": {},
+               "state": _Exploit(marker)}
+    for name, write in [("pickle", lambda f: torch.save(hostile, f)),
+                        ("truncated", lambda f: f.write_bytes(b"PK\x03\x04 not a checkpoint")),
+                        ("foreign", lambda f: torch.save({"weights": torch.zeros(3)}, f))]:
+        out = tmp_path / name
+        (out / "checkpoint").mkdir(parents=True)
+        write(out / "checkpoint" / "state.pt")
+        result = train(copy.deepcopy(model), tok, tr, va, cfg, out, progress=False)
+        assert not marker.exists(), "loading the checkpoint ran its code"
+        assert result.resumed_from_step is None and result.steps == 2  # a fresh start, trained to the end
+        assert result.checkpoint_refused and "starting afresh" in result.checkpoint_refused
+        assert "\n" not in result.checkpoint_refused
+
+
 def test_early_stopping_keeps_best_epoch(base, tmp_path):
     model, tok = base
     # validation asks for " the" where training teaches " zebra": its loss rises after the first epoch

@@ -6,7 +6,6 @@ import datetime as dt
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -14,6 +13,7 @@ import typer
 
 from tunewise import __version__
 from tunewise.errors import TunewiseError
+from tunewise.flags import Device, FailOn, choices
 from tunewise.ui import Progress, console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
@@ -109,18 +109,28 @@ def _prepare(data, demo, task, test, skip_invalid, seed, model):
     return prep
 
 
-def _profile(prep, model, store_dir, progress, max_length=256):
+def _profile(prep, model, store, progress, max_length=256):
+    """The data profile, computed once per store even by concurrent runs (the others wait and reuse it)."""
     from tunewise.data.profile import profile
-    from tunewise.store import Store, make_key
+    from tunewise.store import make_key
 
-    store = Store(store_dir)
-    key = make_key("profile", prep.data_key, prep.task.model_dump(), model, max_length)
-    result = store.get("profile", key)
-    if result is None:
+    # everything the profile reports: the records and where they came from, what was skipped or filtered
+    key = make_key("profile", prep.data_key, prep.source, [r.id for r in prep.split.train],
+                   [r.id for r in prep.split.test], [str(i) for i in prep.skipped], prep.filtered,
+                   prep.task.model_dump(), model, max_length)
+
+    def compute():
+        computed["yes"] = True
         result = profile(prep.task, prep.split, model_name=model, max_length=max_length, progress=progress.note)
         result["skipped"] = {"count": len(prep.skipped), "records": [str(i) for i in prep.skipped[:200]]}
         result["filtered"] = prep.filtered
-        store.put("profile", key, result)
+        return result
+
+    computed = {}
+    result = store.cached("profile", key, compute, on_wait=lambda: progress.note(
+        "profile: another run on this store is computing it; waiting to reuse it"))
+    if not computed:
+        progress.note("profile: computed earlier, reused from the store")
     return result, store
 
 
@@ -133,9 +143,14 @@ def profile_cmd(data: Optional[Path] = DataArg, task: Optional[Path] = TaskOpt, 
                 as_json: bool = typer.Option(False, "--json", help="print the profile as JSON on stdout")):
     """Read, validate and split the data, then measure it: size, balance, duplicates, leakage, lengths,
     domain gap."""
+    from tunewise.data.sufficiency import split_warnings
+    from tunewise.report.console import print_warnings
+    from tunewise.store import Store
+
     progress = Progress(quiet=as_json)
     prep = _prepare(data, demo, task, test, skip_invalid, seed, model)
-    result, _ = _profile(prep, model, store, progress, max_length)
+    print_warnings(split_warnings(prep.task, prep.split), console)
+    result, _ = _profile(prep, model, Store(store), progress, max_length)
     if as_json:
         print(json.dumps(result, indent=2, default=str))
     else:
@@ -163,47 +178,71 @@ def run_cmd(data: Optional[Path] = DataArg, task: Optional[Path] = TaskOpt, demo
             full_ft: bool = typer.Option(False, "--full-ft", help="also run full fine-tuning (models under 500M)"),
             no_curve: bool = typer.Option(False, "--no-curve", help="skip the learning curve"),
             no_forgetting: bool = typer.Option(False, "--no-forgetting", help="skip the forgetting probe"),
-            device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
-            fail_on: Optional[str] = typer.Option(None, "--fail-on", help="exit 1 when: below-target | not-fine-tune "
-                                                  "| fine-tune | insufficient"),
+            device: str = typer.Option("auto", "--device", help=choices(Device)),
+            fail_on: Optional[str] = typer.Option(None, "--fail-on", help=f"exit 1 when: {choices(FailOn)}"),
+            allow_unseen_labels: bool = typer.Option(False, "--allow-unseen-labels", help="score test labels that "
+                                                     "never occur in train (labels inferred from train) with a "
+                                                     "warning, instead of stopping"),
             store: Path = StoreOpt, seed: int = SeedOpt):
     """The bake-off on one frozen split, then learning curve, forgetting, compute, cost, a verdict and a report."""
+    from tunewise.clock import StageClock
     from tunewise.config import get_budget
+    from tunewise.data.sufficiency import check_split
+    from tunewise.flags import check_gate, check_run_flags, parse_candidates
+    from tunewise.report.console import print_warnings
     from tunewise.runner import RunOptions, run
     from tunewise.store import Store
 
     progress = Progress()
+    # every flag and both folders before any work: a typo must not cost a profile or a whole run
     bud = get_budget(budget)
+    out = out or Path("tunewise-runs") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    gate, dev = check_run_flags(fail_on=fail_on, device=device, target=target, models=[model, *also_model],
+                                out=out, store=store)
+    names = parse_candidates(candidates)
     prep = _prepare(data, demo, task, test, skip_invalid, seed, model)
     if target is not None:
         prep.task = prep.task.model_copy(update={"target": target})
     from tunewise.models.endpoint import check_prompt_models
 
     check_prompt_models(prompt_model, prep.task.models)
-    started = time.perf_counter()
-    profile, _ = _profile(prep, model, store, progress, bud.max_length)
-    out = out or Path("tunewise-runs") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    opts = RunOptions(budget=bud, out_dir=out, store=Store(store), model=model, extra_models=also_model,
-                      prompt_models=prompt_model,
-                      candidates=[c.strip() for c in candidates.split(",")] if candidates else None,
-                      full_ft=full_ft, seed=seed, device=device, learning_curve=not no_curve,
-                      forgetting=not no_forgetting, profile=profile,
-                      profile_seconds=time.perf_counter() - started)
+    check_gate(gate, prep.task.target)
+    warnings = check_split(prep.task, prep.split, prep.source, allow_unseen_labels=allow_unseen_labels)
+    print_warnings(warnings, console)
+    _check_candidates(prep.task, model, also_model, full_ft, names, prompt_model)
+    db = Store(store)
+    clock = StageClock.for_run(db, out, prep.data_key, prep.task.model_dump(), bud.model_dump(), model, also_model,
+                               names, full_ft, seed, no_curve, no_forgetting, prompt_model, first="profile")
+    progress.on_activity = clock.beat
+    profile, _ = _profile(prep, model, db, progress, bud.max_length)
+    clock.lap("profile", then="compute_estimate")
+    opts = RunOptions(budget=bud, out_dir=out, store=db, model=model, extra_models=also_model, candidates=names,
+                      prompt_models=prompt_model, full_ft=full_ft, seed=seed, device=dev.value,
+                      learning_curve=not no_curve, forgetting=not no_forgetting, profile=profile, clock=clock,
+                      warnings=warnings)
     results = run(prep, opts, progress)
     from tunewise.report.console import print_summary
 
     print_summary(results, out, console)
-    _gate(fail_on, results)
+    _gate(gate, results)
 
 
-def _gate(fail_on: str | None, results) -> None:
-    if not fail_on:
+def _check_candidates(task, model, also_model, full_ft, names, prompt_models=()) -> None:
+    """--candidates against the line-up this task and these flags give (unknown or unfit names fail now)."""
+    from tunewise.bakeoff import default_candidates
+    from tunewise.runner import _select
+
+    _select(default_candidates(task, model, also_model, full_ft, list(prompt_models)), names, model)
+
+
+def _gate(gate: FailOn | None, results) -> None:
+    if gate is None:
         return
     from tunewise.report.console import gate_failed
 
-    failed, why = gate_failed(fail_on, results)
+    failed, why = gate_failed(gate.value, results)
     if failed:
-        console.print(f"[bold red]--fail-on {fail_on}:[/bold red] {why}")
+        console.print(f"[bold red]--fail-on {gate.value}:[/bold red] {why}")
         raise typer.Exit(1)
 
 
@@ -212,10 +251,12 @@ def _gate(fail_on: str | None, results) -> None:
 def report_cmd(run_dir: Path = typer.Argument(..., help="a run folder written by `tunewise run`"),
                store: Path = StoreOpt):
     """Rebuild report.html, report.md and results.json from the store, without recomputing anything."""
+    from tunewise.flags import writable_folder
     from tunewise.report import write_report
     from tunewise.report.console import load_run
 
     results = load_run(run_dir, store)
+    writable_folder(run_dir, "RUN_DIR")
     paths = write_report(results, run_dir)
     console.print(f"report rebuilt: {paths['html']}")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from tunewise.errors import ConfigError
 
@@ -20,6 +20,17 @@ UpdateFrequency = Literal["never", "yearly", "monthly", "weekly", "daily", "real
 ScoringChoice = Literal["auto", "likelihood", "chat_logprobs", "generate"]
 SCORING_CHOICES: tuple[str, ...] = ("auto", "likelihood", "chat_logprobs", "generate")
 OPENAI_BASE_URL = "https://api.openai.com/v1"
+CLASSIFICATION_METRICS = ("accuracy", "macro_f1")
+GENERATION_METRICS = ("exact_match", "token_f1", "rouge_l")
+TASK_FILE_HELP = "see 'Data and task files' in the README for every key"
+KEY_FIXES = {  # task-file keys whose errors need more than the expected type
+    "metric": f"classification takes {' or '.join(CLASSIFICATION_METRICS)}; generation takes "
+              f"{', '.join(GENERATION_METRICS)}",
+    "labels": "list the label set, e.g. `labels: [billing, bug, other]`, or leave it out to infer it from train",
+    "input_template": "name record fields in braces, e.g. `input_template: \"{subject}: {body}\"`",
+    "api_key_env": "give the NAME of the environment variable that holds the key, e.g. OPENAI_API_KEY "
+                   "(never the key itself)",
+}
 
 
 class _Strict(BaseModel):
@@ -86,7 +97,8 @@ class TaskSpec(_Strict):
     output_field: str | None = Field(None, description="record field holding the label or answer")
     date_field: str | None = Field(None, description="record field holding a date (enables a time split)")
     labels: list[str] | None = Field(None, description="the label set; inferred from train when absent")
-    metric: MetricName | None = Field(None, description="target metric; accuracy / rouge_l by default")
+    metric: MetricName | None = Field(None, validate_default=True,
+                                      description="target metric; accuracy / rouge_l by default")
     instruction: str | None = Field(None, description="what the model is asked to do, shown before the input")
     system_prompt: str | None = Field(None, description="system message for chat models")
     target: float | None = Field(None, ge=0, le=1, description="the score the task needs, on the metric")
@@ -96,16 +108,24 @@ class TaskSpec(_Strict):
     models: dict[str, ModelConfig] = Field(default_factory=dict,
                                            description="models to prompt, by name (see --prompt-model)")
 
-    @model_validator(mode="after")
-    def _defaults(self) -> "TaskSpec":
-        if self.metric is None:
-            self.metric = "accuracy" if self.type == "classification" else "rouge_l"
-        cls_metrics = {"accuracy", "macro_f1"}
-        if (self.type == "classification") != (self.metric in cls_metrics):
-            raise ValueError(f"metric '{self.metric}' does not fit a {self.type} task")
-        if self.labels is not None and len(set(self.labels)) < 2:
-            raise ValueError("labels must list at least two distinct labels")
-        return self
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, value: str | None, info: ValidationInfo) -> str | None:
+        kind = info.data.get("type")
+        if kind is None:  # `type` itself is invalid: its own error is reported
+            return value
+        if value is None:
+            return "accuracy" if kind == "classification" else "rouge_l"
+        if (kind == "classification") != (value in CLASSIFICATION_METRICS):
+            raise ValueError(f"'{value}' does not fit a {kind} task")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) < 2:
+            raise ValueError("must list at least two distinct labels")
+        return value
 
     @field_validator("input_template")
     @classmethod
@@ -168,12 +188,37 @@ def read_mapping(path: str | Path, what: str, flag: str) -> dict:
     if not p.is_file():
         raise ConfigError(f"{what} {p}: not found or not a file", fix=f"pass {flag} PATH to a YAML or JSON file")
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{what} {p}: not valid YAML/JSON ({str(exc).splitlines()[0]})") from exc
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{what} {p}: cannot be read ({exc.strerror or exc})",
+                          fix="check the path and its permissions") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {p}: not valid UTF-8 at byte {exc.start}", fix="re-save the file as UTF-8") from exc
+    try:
+        raw = _json_or_yaml(text) or {}
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:  # YAML constructors raise ValueError
+        # on values that look typed but are not, e.g. the date 2001-02-30
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"{what} {where}: not valid YAML/JSON ({reason})",
+                          fix="check the indentation and quoting there; quote values meant as text") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"{what} {p}: nested too deeply to read", fix="write it as a flat mapping of keys") from exc
     if not isinstance(raw, dict):
-        raise ConfigError(f"{what} {p}: expected a mapping of keys, got {type(raw).__name__}")
+        raise ConfigError(f"{what} {p}: expected a mapping of keys, got {type(raw).__name__}",
+                          fix="write one `key: value` per line, e.g. `type: classification`")
     return raw
+
+
+def _json_or_yaml(text: str):
+    """JSON when the text is JSON (YAML 1.1 refuses characters that JSON allows, such as a raw DEL), else YAML."""
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:  # not JSON (or nested too deeply): read it as YAML
+        return yaml.safe_load(text)
 
 
 def load_task(path: str | Path | None, overrides: dict | None = None) -> TaskSpec:
@@ -188,14 +233,46 @@ def load_task(path: str | Path | None, overrides: dict | None = None) -> TaskSpe
         err = exc.errors()[0]
         key = ".".join(str(x) for x in err["loc"]) or "(task)"
         where = f"task file {path}" if path else "task settings"
-        raise ConfigError(f"{where}: key '{key}': {err['msg']}") from exc
+        message = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{where}: key '{key}': {message}", fix=_task_fix(err)) from exc
+
+
+def _task_fix(err: dict) -> str:
+    """How to fix one pydantic error in a task file, by its kind."""
+    kind, loc = err.get("type", ""), err.get("loc", ())
+    if kind == "extra_forbidden":
+        model = TaskSpec
+        for part in loc[:-1]:
+            field = model.model_fields.get(str(part)) if isinstance(model, type) else None
+            model = field.annotation if field is not None else None
+        known = sorted(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+        return "remove it or correct its spelling" + (f"; known keys: {', '.join(known)}" if known else "")
+    if str(loc[-1] if loc else "") in KEY_FIXES and kind in ("value_error", "string_pattern_mismatch"):
+        return KEY_FIXES[str(loc[-1])]
+    ctx = err.get("ctx") or {}
+    if ctx.get("expected"):
+        return f"use {ctx['expected']}"
+    for prefix, fix in (("string", "write it as text, in quotes if it looks like a number, date or yes/no"), ("float", "write a number"), ("int", "write a whole number"),
+                        ("bool", "write true or false"), ("list", "write a list, e.g. [a, b]"),
+                        ("dict", "write a mapping of keys, e.g. {cpu_hour: 0.1}"), ("model", "write a mapping of keys")):
+        if kind.startswith(prefix):
+            return fix
+    bounds = [f"{sign} {ctx[k]}" for k, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if k in ctx]
+    if bounds:
+        return "use a number " + " and ".join(bounds)
+    return TASK_FILE_HELP
 
 
 class Budget(_Strict):
     """Caps that keep a run within reach of the machine. Every cap in force goes into results.json."""
 
     name: str
-    test_limit: int | None = Field(description="at most this many test records (None: all)")
+    test_first: int | None = Field(description="test records scored in the first round (None: all); more are "
+                                   "scored, doubling, while the decision is open (see evaluate/sequential.py)")
+    test_max: int | None = Field(None, description="at most this many test records in all (None: the whole split)")
+    scoring_seconds: float | None = Field(None, description="time cap on scoring beyond the first round (None: none)")
+    validation_limit: int = Field(200, description="at most this many validation records carved from train "
+                                  "(calibration choice, early stopping)")
     train_limit: int | None = Field(description="at most this many training records (None: all)")
     epochs: int = Field(description="fine-tuning epochs (early stopping may end sooner)")
     shots: int = Field(description="k for few-shot and retrieved few-shot")
@@ -207,13 +284,15 @@ class Budget(_Strict):
 
 
 BUDGETS: dict[str, Budget] = {
-    # quick: about 10 minutes on 2 CPU cores; LoRA on the top half of the layers trains 1.5x faster.
-    "quick": Budget(name="quick", test_limit=100, train_limit=None, epochs=1, shots=3, max_length=192,
-                    lora_layers_share=0.5, curve_fractions=[0.125, 0.25, 0.5, 1.0], probe_limit=40),
-    "standard": Budget(name="standard", test_limit=None, train_limit=None, epochs=2, shots=4,
+    # quick: about 8 minutes on 2 CPU cores for the demo; LoRA on the top half of the layers trains 1.5x
+    # faster; training capped so that a 10k-record task still fits in about 15 minutes.
+    "quick": Budget(name="quick", test_first=100, scoring_seconds=240, train_limit=2000, validation_limit=100,
+                    epochs=1, shots=3, max_length=192, lora_layers_share=0.5,
+                    curve_fractions=[0.125, 0.25, 0.5, 1.0], probe_limit=40),
+    "standard": Budget(name="standard", test_first=200, train_limit=None, epochs=2, shots=4,
                        max_length=256, curve_fractions=[0.125, 0.25, 0.5, 1.0], probe_limit=150),
-    "full": Budget(name="full", test_limit=None, train_limit=None, epochs=3, shots=8, max_length=512,
-                   curve_fractions=[0.125, 0.25, 0.5, 0.75, 1.0], probe_limit=400),
+    "full": Budget(name="full", test_first=None, train_limit=None, validation_limit=400, epochs=3, shots=8,
+                   max_length=512, curve_fractions=[0.125, 0.25, 0.5, 0.75, 1.0], probe_limit=400),
 }
 
 

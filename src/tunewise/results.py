@@ -62,7 +62,8 @@ class CandidateResult(BaseModel):
     confusion: Confusion | None = None
     latency_ms: dict[str, float] | None = None  # p50, p95, mean of single requests
     latency_samples: int | None = None  # how many single requests were timed (the rest were batched)
-    scoring_seconds: float | None = None  # wall time to predict the whole test split
+    scoring_seconds: float | None = None  # wall time spent predicting test records
+    test_records: int | None = None  # test records scored (adaptive scoring stops early for some)
     prompt_tokens_mean: float | None = None
     output_tokens_mean: float | None = None
     train_seconds: float | None = None
@@ -92,7 +93,35 @@ class Comparison(BaseModel):
     ci_low: float
     ci_high: float
     p_value: float
-    test: str  # paired_bootstrap | mcnemar
+    test: str  # paired_bootstrap_z | paired_bootstrap | mcnemar
+    n: int | None = None  # test records both were scored on
+    alpha: float = 0.05  # significance level of this test (a look's share under adaptive scoring)
+
+    @property
+    def significant(self) -> bool:
+        return self.p_value < self.alpha
+
+
+class Look(BaseModel):
+    """One look of adaptive test scoring."""
+
+    n: int  # test records scored by the options in contention
+    alpha: float  # this look's share of the 5% error
+    leader: str
+    dropped: list[str] = Field(default_factory=list)  # separated from the leader: scored no further
+    open: list[str] = Field(default_factory=list)  # not yet separated from the leader
+    floor_separated: bool | None = None  # leader vs the majority floor (None: no floor)
+
+
+class AdaptiveScoring(BaseModel):
+    """How many test records were scored, and why scoring stopped."""
+
+    method: str
+    planned: list[int]  # look sizes fixed before scoring
+    alphas: list[float]
+    looks: list[Look] = Field(default_factory=list)
+    stop: str  # separated | test split exhausted | time cap: ... | no option left to score
+    records: dict[str, int] = Field(default_factory=dict)  # per candidate
 
 
 class CurvePoint(BaseModel):
@@ -159,6 +188,7 @@ class ComputeEstimate(BaseModel):
     measured_seconds: float | None = None
     budget_seconds: float | None = None
     within_budget: bool = True
+    basis: str = ""  # where the rate came from: a calibration, or a measured training of this task
 
 
 class CandidateCost(BaseModel):
@@ -210,6 +240,7 @@ class RunResults(BaseModel):
     profile: dict | None = None
     candidates: list[CandidateResult] = Field(default_factory=list)
     comparisons: list[Comparison] = Field(default_factory=list)
+    test_scoring: AdaptiveScoring | None = None
     learning_curve: LearningCurve | None = None
     overfitting: list[Overfitting] = Field(default_factory=list)
     forgetting: Forgetting | None = None
@@ -217,7 +248,8 @@ class RunResults(BaseModel):
     cost: Cost | None = None
     verdict: Verdict | None = None
     environment: dict = Field(default_factory=dict)
-    stage_seconds: dict[str, float] = Field(default_factory=dict)  # wall time per stage (cached: near 0)
+    stage_seconds: dict[str, float] = Field(default_factory=dict)  # wall time per stage, summed over resumed invocations
+    warnings: list[str] = Field(default_factory=list)  # what the user allowed but must not miss (e.g. unseen test labels)
 
     def candidate(self, name: str) -> CandidateResult | None:
         return next((c for c in self.candidates if c.name == name), None)

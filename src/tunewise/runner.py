@@ -14,10 +14,11 @@ from pathlib import Path
 
 from tunewise import __version__
 from tunewise.assets import DEFAULT_MODEL
-from tunewise.bakeoff import compare, default_candidates, run_bakeoff, run_candidate
+from tunewise.bakeoff import compare, default_candidates, run_bakeoff, run_candidate, score_predictions
+from tunewise.clock import StageClock
 from tunewise.config import Budget
 from tunewise.data.prepare import Prepared, carve_validation
-from tunewise.data.split import nested_fraction, subsample
+from tunewise.data.split import nested_fraction, subsample, test_order
 from tunewise.decide import decide
 from tunewise.evaluate.stats import joint_resamples
 from tunewise.evidence import detect_overfitting, fit_learning_curve
@@ -46,58 +47,69 @@ class RunOptions:
     forgetting: bool = True
     profile: dict | None = None
     profile_seconds: float | None = None  # measured by the caller, which profiles before the run
+    clock: StageClock | None = None  # the caller's, when it times stages before the run (and across resumes)
+    warnings: list[str] = field(default_factory=list)  # shown at the top of the report
 
 
 def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
     task, budget, seed = prep.task, opts.budget, opts.seed
     classification = task.type == "classification"
-    test = subsample(prep.split.test, budget.test_limit, seed=seed, stratified=classification)
+    test = test_order(prep.split.test, budget.test_first, seed=seed, stratified=classification)
     pool_train = subsample(prep.split.train, budget.train_limit, seed=seed, stratified=classification)
-    train, validation = carve_validation(pool_train, seed=seed, classification=classification)
+    train, validation = carve_validation(pool_train, seed=seed, classification=classification,
+                                         limit=budget.validation_limit)
     data_key = make_key(prep.data_key, [r.id for r in test], [r.id for r in train])
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     results = RunResults(
         tunewise_version=__version__, run_id=opts.out_dir.name, created=dt.datetime.now().isoformat(timespec="seconds"),
         task=task.model_dump() | {"labels": prep.labels}, budget=budget.model_dump(),
-        split=prep.split.summary() | {"test_scored": len(test), "train_used": len(train),
+        split=prep.split.summary() | {"test_scored": None, "train_used": len(train),
                                       "validation": len(validation)},
         data=prep.data_summary(), profile=opts.profile,
         environment={"python": platform.python_version(), "machine": platform.machine(), "device": opts.device,
-                     "seed": seed, "store": str(opts.store.path)})
+                     "seed": seed, "store": str(opts.store.path)}, warnings=list(opts.warnings))
     specs = _select(default_candidates(task, opts.model, opts.extra_models, opts.full_ft, opts.prompt_models),
                     opts.candidates, opts.model)
-    clock = _Clock(results.stage_seconds)
-    if opts.profile_seconds is not None:
-        results.stage_seconds["profile"] = round(opts.profile_seconds, 1)
+    clock = opts.clock or StageClock(first="compute_estimate")
+    if opts.clock is None and opts.profile_seconds is not None:
+        clock.laps["profile"] = opts.profile_seconds
+    progress.on_activity = clock.beat
 
     # Compute: estimated before any training, from a short calibration on this device.
     finetunes = [s for s in specs if s.strategy in ("lora", "full_ft")]
     pool = ModelPool(device=opts.device)
+    cal_key = make_key("calibration", opts.model, opts.device, budget.max_length, budget.lora_layers_share,
+                       __version__, platform.node(), data_key)  # per device and task: rates follow text lengths
     if finetunes:
-        results.compute = _estimate(prep, opts, finetunes, train, pool, progress)
+        results.compute = _estimate(prep, opts, finetunes, train, pool, progress, cal_key)
         over = {e.candidate for e in results.compute if not e.within_budget}
         for e in results.compute:
             progress.note(f"compute: {e.candidate} ~{e.flops:.2e} FLOPs, estimated {e.estimated_seconds:.0f} s")
         specs = [s for s in specs if s.name not in over]
-    clock.lap("compute_estimate")
-    results.candidates = run_bakeoff(specs, task=task, labels=prep.labels, train=train, validation=validation,
-                                     test=test, budget=budget, seed=seed, run_dir=opts.out_dir, store=opts.store,
-                                     data_key=data_key, progress=progress, device=opts.device)
-    clock.lap("bakeoff")
+    clock.lap("compute_estimate", then="bakeoff")
+    results.candidates, results.test_scoring = run_bakeoff(
+        specs, task=task, labels=prep.labels, train=train, validation=validation, test=test, budget=budget,
+        seed=seed, run_dir=opts.out_dir, store=opts.store, data_key=data_key, progress=progress, device=opts.device)
+    results.split["test_scored"] = max(results.test_scoring.records.values(), default=0)
+    clock.lap("bakeoff", then="learning_curve")
     for e in results.compute:
         c = results.candidate(e.candidate)
         if c is None:
             results.candidates.append(_skipped(e, next(s.strategy for s in finetunes if s.name == e.candidate)))
         elif c.train_seconds is not None:
             e.measured_seconds = c.train_seconds
+    _refresh_calibration(results, opts, cal_key, progress)
     metric = task.primary_metric
+    looks = list(zip(results.test_scoring.planned, results.test_scoring.alphas))
     results.comparisons = compare(results.candidates, test, metric, prep.labels if classification else None,
-                                  budget.bootstrap, seed)
+                                  budget.bootstrap, seed, looks)
 
     lora = next((c for c in results.candidates if c.strategy == "lora" and c.status == "ok"), None)
-    if lora and opts.learning_curve:
-        results.learning_curve = _learning_curve(lora, prep, opts, train, validation, test, data_key, progress)
-    clock.lap("learning_curve")
+    if lora and opts.learning_curve:  # on the first look's records: a fixed set for every point
+        curve_items = test[:results.test_scoring.planned[0]]
+        results.learning_curve = _learning_curve(lora, prep, opts, train, validation, curve_items, data_key,
+                                                 progress)
+    clock.lap("learning_curve", then="forgetting")
     results.overfitting = [detect_overfitting(c.name, c.losses) for c in results.candidates
                            if c.family == "finetune" and c.status == "ok" and c.losses]
     tuned = [c for c in results.candidates if c.family == "finetune" and c.status == "ok" and c.artifact]
@@ -105,8 +117,8 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
         results.forgetting = _cached(opts.store, "forgetting", make_key(data_key, [c.model_dump(mode="json")
                                      for c in tuned], budget.probe_limit, seed),
                                      lambda: measure.forgetting(pool.lm(tuned[0].model or opts.model), tuned,
-                                                                budget, seed, opts.device, progress))
-    clock.lap("forgetting")
+                                                                budget, seed, opts.device, progress), progress)
+    clock.lap("forgetting", then="cost_and_verdict")
     c = task.constraints
     import torch
 
@@ -114,21 +126,12 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
                                       on_gpu=torch.cuda.is_available())
     results.verdict = decide(results, task.target, c.latency_ms_limit)
     clock.lap("cost_and_verdict")
+    progress.on_activity = None
+    results.stage_seconds = clock.totals()
     opts.store.put("run", results.run_id, {"dir": str(opts.out_dir), "results": results.model_dump(mode="json")})
     write_report(results, opts.out_dir)
+    clock.finish()
     return results
-
-
-class _Clock:
-    """Wall time per stage, written into results.stage_seconds as the stages finish."""
-
-    def __init__(self, laps: dict[str, float]):
-        self.laps, self.last = laps, time.perf_counter()
-
-    def lap(self, stage: str) -> None:
-        now = time.perf_counter()
-        self.laps[stage] = round(now - self.last, 1)
-        self.last = now
 
 
 def _select(specs: list[CandidateSpec], names: list[str] | None, model: str = DEFAULT_MODEL) -> list[CandidateSpec]:
@@ -149,30 +152,39 @@ def _select(specs: list[CandidateSpec], names: list[str] | None, model: str = DE
     return [s for s in specs if s.strategy in names or s.name in names] + extra
 
 
-def _cached(store: Store, kind: str, key: str, compute):
+def _cached(store: Store, kind: str, key: str, compute, progress: Progress):
     from tunewise.results import Forgetting
 
-    hit = store.get(kind, key)
-    if hit is not None:
-        return Forgetting.model_validate(hit)
-    value = compute()
-    store.put(kind, key, value.model_dump(mode="json"))
-    return value
+    return Forgetting.model_validate(store.cached(kind, key, lambda: compute().model_dump(mode="json"),
+                                                  on_wait=_waiting(progress, kind)))
 
 
-def _estimate(prep, opts, finetunes, train, pool, progress):
+def _waiting(progress: Progress, what: str):
+    return lambda: progress.note(f"{what}: another run on this store is computing it; waiting to reuse it")
+
+
+def _stored_calibration(store: Store, cal_key: str) -> tuple[dict | None, str | None]:
+    """(the stored calibration, why it must be measured again or None)."""
+    calibration = store.get("calibration", cal_key)
+    return calibration, ("none stored for this task and device" if calibration is None
+                         else measure.stale(calibration, time.time()))
+
+
+def _estimate(prep, opts, finetunes, train, pool, progress, cal_key):
     task, budget = prep.task, opts.budget
     lm = pool.lm(opts.model)
     system = system_turn(task, prep.labels)
     share = budget.lora_layers_share
-    cal_key = make_key("calibration", opts.model, opts.device, budget.max_length, share, __version__,
-                       platform.node())
-    calibration = opts.store.get("calibration", cal_key)
-    if calibration is None:
-        progress.note("compute: calibrating the training rate on this device (a short real run)")
-        calibration = measure.calibrate(lm, train, system, opts.out_dir / "calibration", budget.max_length,
-                                        opts.device, share)
-        opts.store.put("calibration", cal_key, calibration)
+    calibration, why = _stored_calibration(opts.store, cal_key)
+    if why:  # measured by one run at a time: concurrent runs wait and reuse it
+        with opts.store.lock("calibration", cal_key, on_wait=_waiting(progress, "compute calibration")):
+            calibration, why = _stored_calibration(opts.store, cal_key)
+            if why:
+                progress.note(f"compute: calibrating the training rate on this device ({why}; short real runs)")
+                calibration = measure.calibrate(lm, train, system, opts.out_dir / "calibration", budget.max_length,
+                                                opts.device, share, opts.seed)
+                opts.store.put("calibration", cal_key, calibration)
+    peak_now = measure.device_peak(opts.device)
     tokens = measure.training_tokens(lm, train, system, budget.max_length) * budget.epochs
     from tunewise.models.load import count_params
 
@@ -186,8 +198,28 @@ def _estimate(prep, opts, finetunes, train, pool, progress):
         trainable = params if method == "full" else lora_trainable_params(
             lm.model, TrainConfig(**({"layers_share": share} | options)))
         out.append(measure.compute_estimate(s.name, method, params, trainable, tokens, calibration,
-                                            task.constraints.compute_budget_hours, share))
+                                            task.constraints.compute_budget_hours, share, peak_now))
     return out
+
+
+def _refresh_calibration(results, opts, cal_key, progress) -> None:
+    """The bake-off's own LoRA training is the best evidence of this task's rate: stored for the next run."""
+    with opts.store.lock("calibration", cal_key):  # a read-modify-write: one run at a time
+        _refresh_stored_calibration(results, opts, cal_key, progress)
+
+
+def _refresh_stored_calibration(results, opts, cal_key, progress) -> None:
+    calibration = opts.store.get("calibration", cal_key)
+    trained = [(c.name, c.params, c.train_tokens, c.train_tokens / c.train_tokens_per_s, c.train_seconds)
+               for c in results.candidates if c.strategy == "lora" and c.status == "ok" and c.train_tokens
+               and c.train_tokens_per_s and c.params and c.train_seconds
+               and "trained adapter loaded from the store" not in c.notes]
+    if calibration is None or not trained:
+        return
+    updated, notes = measure.refreshed(calibration, trained, opts.device, opts.budget.lora_layers_share)
+    for note in notes:
+        progress.note(note)
+    opts.store.put("calibration", cal_key, updated)
 
 
 def _skipped(estimate, strategy: str):
@@ -205,8 +237,10 @@ def _learning_curve(lora, prep, opts, train, validation, test, data_key, progres
     pool = ModelPool(device=opts.device)
     for fraction in opts.budget.curve_fractions:
         n = len(nested_fraction(train, fraction, seed=seed, stratified=classification))
-        if fraction >= 1:
-            c = lora
+        if fraction >= 1:  # the bake-off's own LoRA, on the curve's records only
+            kept = lora.predictions[:len(test)]
+            c = lora.model_validate(lora.model_dump() | {"predictions": kept} | score_predictions(
+                prep.task, prep.labels, kept, test, opts.budget.bootstrap, seed))
         else:
             progress.note(f"learning curve: LoRA on {fraction:g} of train ({n} examples)")
             spec = CandidateSpec(name=f"lora@{fraction:g}", strategy="lora", model=lora.model,

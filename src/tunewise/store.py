@@ -3,15 +3,25 @@
 Every stage writes its result under a key that hashes everything it depends on (data, task,
 settings, model, seed), so a re-run finds finished work and a report can be rebuilt without
 recomputing. One table, JSON values: simple to inspect with the sqlite3 shell.
+
+Runs sharing a store coordinate through `cached`: the first to need an entry computes it under a
+file lock (`<store>/locks/`, released by the OS even when the process is killed) and the others
+wait and reuse it, so a profile or a candidate is computed once and a checkpoint folder has one
+writer. A store that is not a readable database is reported, never replaced.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import sqlite3
 import time
 from pathlib import Path
+from typing import Callable
+
+from tunewise.errors import TunewiseError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -22,6 +32,11 @@ CREATE TABLE IF NOT EXISTS entries (
     PRIMARY KEY (kind, key)
 )
 """
+STORE_FILE = "store.sqlite"
+
+
+class StoreError(TunewiseError):
+    """The store folder or its database cannot be used as it is."""
 
 
 def make_key(*parts) -> str:
@@ -30,27 +45,111 @@ def make_key(*parts) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
+def check_store_dir(root: str | Path) -> Path:
+    """The store folder, or a one-line error when it is a file or its database is not a file."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise StoreError(f"--store {root}: is a file, not a folder",
+                         fix="pass a folder (it is created if absent), e.g. --store .tunewise")
+    db = root / STORE_FILE
+    if db.exists() and not db.is_file():
+        raise StoreError(f"store {db}: is not a file", fix=f"move {db} aside")
+    return root
+
+
 class Store:
     def __init__(self, root: str | Path = ".tunewise"):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.path = self.root / "store.sqlite"
-        self._db = sqlite3.connect(self.path, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(SCHEMA)
-        self._db.commit()
+        self.root = check_store_dir(root)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"--store {self.root}: cannot be created ({exc.strerror or exc})",
+                             fix="pass a folder you can write to") from exc
+        self.path = self.root / STORE_FILE
+        try:
+            self._db = sqlite3.connect(self.path, timeout=60)
+            with self._guard():
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute(SCHEMA)
+                self._db.commit()
+                ok = self._db.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.OperationalError as exc:  # from connect(): the file cannot be opened at all
+            raise StoreError(f"store {self.path}: cannot be opened ({exc})",
+                             fix="check the folder's permissions, or pass another --store") from exc
+        if ok != "ok":
+            self._corrupt(ok)
+
+    def _corrupt(self, reason: str):
+        raise StoreError(f"store {self.path} is corrupt ({reason}); tunewise will not replace it",
+                         fix=f"move it aside (mv {self.path} {self.path}.bad) and re-run, which starts an empty "
+                             f"store, or pass another --store")
+
+    @contextlib.contextmanager
+    def _guard(self):
+        """sqlite's 'not a database' / 'malformed' errors become the one-line corrupt-store error."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and not _corruption(exc):  # locked, read-only, disk full
+                raise StoreError(f"store {self.path}: {exc}",
+                                 fix="check the disk, the folder's permissions and other runs on this store") from exc
+            self._corrupt(str(exc))
 
     def get(self, kind: str, key: str):
-        row = self._db.execute("SELECT value FROM entries WHERE kind=? AND key=?", (kind, key)).fetchone()
+        with self._guard():
+            row = self._db.execute("SELECT value FROM entries WHERE kind=? AND key=?", (kind, key)).fetchone()
         return None if row is None else json.loads(row[0])
 
     def put(self, kind: str, key: str, value) -> None:
-        self._db.execute("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)",
-                         (kind, key, json.dumps(value, default=str, ensure_ascii=False), time.time()))
-        self._db.commit()
+        with self._guard():
+            self._db.execute("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)",
+                             (kind, key, json.dumps(value, default=str, ensure_ascii=False), time.time()))
+            self._db.commit()
+
+    def delete(self, kind: str, key: str) -> None:
+        with self._guard():
+            self._db.execute("DELETE FROM entries WHERE kind=? AND key=?", (kind, key))
+            self._db.commit()
 
     def keys(self, kind: str) -> list[str]:
-        return [k for (k,) in self._db.execute("SELECT key FROM entries WHERE kind=? ORDER BY created", (kind,))]
+        with self._guard():
+            return [k for (k,) in self._db.execute("SELECT key FROM entries WHERE kind=? ORDER BY created", (kind,))]
+
+    @contextlib.contextmanager
+    def lock(self, kind: str, key: str, on_wait: Callable[[], None] | None = None):
+        """Hold an exclusive lock on (kind, key) across processes; `on_wait` is called once if another holds it."""
+        folder = self.root / "locks"
+        folder.mkdir(exist_ok=True)
+        with open(folder / f"{kind}-{key}.lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait is not None:
+                    on_wait()
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def cached(self, kind: str, key: str, compute: Callable[[], object], on_wait: Callable[[], None] | None = None):
+        """The stored value, else `compute()` stored: computed by one process at a time, so concurrent
+        runs wait for the first and reuse its result instead of repeating the work."""
+        hit = self.get(kind, key)
+        if hit is not None:
+            return hit
+        with self.lock(kind, key, on_wait):
+            hit = self.get(kind, key)  # another run may have finished it while we waited
+            if hit is not None:
+                return hit
+            value = compute()
+            self.put(kind, key, value)
+            return value
 
     def close(self) -> None:
         self._db.close()
+
+
+def _corruption(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return any(s in text for s in ("malformed", "not a database", "corrupt"))

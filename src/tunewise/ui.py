@@ -16,21 +16,31 @@ class Progress:
 
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
+        self.on_activity = None  # called on every note and bar step (the run's stage clock saves its time)
 
     def note(self, message: str) -> None:
+        self._active()
         if not self.quiet:
             console.print(message)
+
+    def _active(self) -> None:
+        if self.on_activity is not None:
+            self.on_activity()
 
     @contextmanager
     def task(self, description: str, total: int):
         if self.quiet:
-            yield lambda n=1: None
+            yield lambda n=1: self._active()
             return
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("eta"), TimeRemainingColumn())
         with RichProgress(*columns, console=console, transient=True) as bar:
             tid = bar.add_task(description, total=total)
-            yield lambda n=1: bar.advance(tid, n)
+            def advance(n=1):
+                self._active()
+                bar.advance(tid, n)
+
+            yield advance
 
     @property
     def callback(self):

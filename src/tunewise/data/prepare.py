@@ -66,30 +66,44 @@ def prepare(data: str | None, *, demo: str | None = None, task_file: str | None 
 
 
 def _check_lengths(model: str, datasets: list[Dataset], skip_invalid: bool) -> list[Issue]:
-    """Records longer than the model's context cannot be scored or trained on: refuse them."""
-    from tunewise.models.load import load_tokenizer
+    """Records longer than the model's context cannot be scored or trained on: refuse them (listed, with
+    their length), or with skip_invalid skip and list them. The context comes from the model's config
+    when the tokenizer's model_max_length is a placeholder (1e30 for many)."""
+    from tunewise.models.load import context_length, load_tokenizer
 
     tokenizer = load_tokenizer(model)
-    limit = int(getattr(tokenizer, "model_max_length", 0) or 0)
-    if not limit or limit > 1_000_000:
+    limit = context_length(model, tokenizer)
+    if limit is None:
         return []
     issues = []
     for ds in datasets:
-        for r in ds.records:
-            n = len(tokenizer(r.text + " " + r.output, add_special_tokens=False)["input_ids"])
+        lengths = _token_counts(tokenizer, [r.text + " " + r.output for r in ds.records])
+        for r, n in zip(ds.records, lengths):
             if n > limit:
-                issues.append(Issue(r.source, r.line, None, f"{n} tokens, longer than the model's context ({limit})"))
+                issues.append(Issue(r.source, r.line, None, f"{n:,} tokens, longer than the context of {model} "
+                                                            f"({limit:,} tokens)"))
     if issues and not skip_invalid:
         raise InvalidRecords(issues[0].source, issues)
     return issues
 
 
-def carve_validation(train: list[Record], *, seed: int, classification: bool,
-                     fraction: float = 0.1, minimum: int = 8) -> tuple[list[Record], list[Record]]:
-    """A validation slice carved from train for fine-tuning's early stopping (test stays frozen)."""
+def _token_counts(tokenizer, texts: list[str], batch: int = 512) -> list[int]:
+    out: list[int] = []
+    for start in range(0, len(texts), batch):
+        ids = tokenizer(texts[start:start + batch], add_special_tokens=False)["input_ids"]
+        out += [len(x) for x in ids]
+    return out
+
+
+def carve_validation(train: list[Record], *, seed: int, classification: bool, fraction: float = 0.1,
+                     minimum: int = 8, limit: int | None = None) -> tuple[list[Record], list[Record]]:
+    """A validation slice carved from train for fine-tuning's early stopping and the prompting
+    calibration choice (test stays frozen): `fraction` of train, at most `limit` records, so that its
+    cost follows the budget rather than the size of train."""
     from tunewise.data.split import seeded_split
 
     n_val = max(minimum, int(round(fraction * len(train))))
+    n_val = min(n_val, limit) if limit is not None else n_val
     if len(train) < 2 * n_val:
         return train, train[:0]
     return seeded_split(train, fraction=n_val / len(train), seed=seed, stratified=classification)

@@ -33,7 +33,8 @@ class InvalidRecords(DataError):
     def __init__(self, path: str, issues: list[Issue]):
         self.issues = issues
         first = issues[0]
-        super().__init__(path, f"{len(issues)} invalid record(s); first: line {first.line}: {first.reason}",
+        field = f" field '{first.field}'" if first.field else ""
+        super().__init__(path, f"{len(issues)} invalid record(s); first: line {first.line}{field}: {first.reason}",
                          fix="correct them, or pass --skip-invalid to skip and list them")
 
 
@@ -172,6 +173,8 @@ def _to_record(row: dict, task: TaskSpec, source: str, line: int) -> Record:
     if task.labels is not None and task.type == "classification" and output not in task.labels:
         raise _Bad(out_name, f"label {output!r} is not in the declared set {task.labels}")  # repr: one line
     date = str(row[task.date_field]) if task.date_field and row.get(task.date_field) not in (None, "") else None
+    if date is not None:
+        _unicode(task.date_field, date)
     return Record(id=f"{Path(source).name}:{line}", messages=messages, output=output,
                   source=source, line=line, date=date)
 
@@ -185,7 +188,17 @@ def _field(row: dict, name: str) -> str:
     value = str(value).strip()
     if not value:
         raise _Bad(name, "empty text")
-    return value
+    return _unicode(name, value)
+
+
+def _unicode(name: str | None, text: str) -> str:
+    """JSON escapes can spell half of a UTF-16 pair (\\ud800), which no file, hash or report can hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _Bad(name, f"not valid Unicode: a lone surrogate \\u{ord(text[exc.start]):04x} at character "
+                         f"{exc.start + 1}") from None
+    return text
 
 
 def _input(row: dict, task: TaskSpec) -> str:
@@ -207,7 +220,7 @@ def _chat(messages) -> tuple[tuple[tuple[str, str], ...], str]:
             raise _Bad(f"messages[{i}].content", f"wrong type: expected text, got {type(content).__name__}")
         if not content.strip():
             raise _Bad(f"messages[{i}].content", "empty text")
-        turns.append((m["role"], content.strip()))
+        turns.append((m["role"], _unicode(f"messages[{i}].content", content.strip())))
     if turns[-1][0] != "assistant":
         raise _Bad(f"messages[{len(turns) - 1}].role", "the last message must be the assistant's answer to learn")
     history = tuple(turns[:-1])

@@ -79,3 +79,15 @@ def nested_fraction(records: list[Record], fraction: float, *, seed: int, strati
         chosen += group[: max(1, math.ceil(fraction * len(group)))]
     order = {id(r): i for i, r in enumerate(records)}
     return sorted(chosen, key=lambda r: order[id(r)])
+
+
+def test_order(records: list[Record], first: int | None, *, seed: int, stratified: bool) -> list[Record]:
+    """The whole test split in the fixed order adaptive scoring reads it: a stratified sample of
+    `first` records (the first look), then the rest in a seeded shuffle. Later looks only add records."""
+    import random
+
+    head = subsample(records, first, seed=seed, stratified=stratified)
+    chosen = {id(r) for r in head}
+    rest = [r for r in records if id(r) not in chosen]
+    random.Random(seed).shuffle(rest)
+    return head + rest

@@ -30,10 +30,11 @@ class Paired:
     ci_low: float
     ci_high: float
     p_value: float
+    alpha: float = ALPHA  # the test's own level (a look's share under adaptive scoring)
 
     @property
     def significant(self) -> bool:
-        return self.p_value < ALPHA
+        return self.p_value < self.alpha
 
 
 @dataclass(frozen=True)
@@ -92,9 +93,9 @@ class Facts:
             if cmp.metric != self.metric:
                 continue
             if (cmp.a, cmp.b) == (x.name, y.name):
-                return Paired(cmp.diff, cmp.ci_low, cmp.ci_high, cmp.p_value)
+                return Paired(cmp.diff, cmp.ci_low, cmp.ci_high, cmp.p_value, cmp.alpha)
             if (cmp.a, cmp.b) == (y.name, x.name):
-                return Paired(-cmp.diff, -cmp.ci_high, -cmp.ci_low, cmp.p_value)
+                return Paired(-cmp.diff, -cmp.ci_high, -cmp.ci_low, cmp.p_value, cmp.alpha)
         return None
 
     def beats(self, x: CandidateResult, y: CandidateResult) -> bool | None:

@@ -24,9 +24,10 @@ def count_iv(x: Interval) -> str:
     return f"{count(x.value)} [{count(x.ci_low)}, {count(x.ci_high)}]"
 
 
-def p(p_value: float) -> str:
-    """'p = 0.03' or 'p < 0.001'."""
-    return "p < 0.001" if p_value < 0.001 else f"p = {p_value:.2g}"
+def p(p_value: float, alpha: float = 0.05) -> str:
+    """'p = 0.03' or 'p < 0.001', with the test's level when it is not 5% (adaptive scoring's looks)."""
+    text = "p < 0.001" if p_value < 0.001 else f"p = {p_value:.2g}"
+    return text if alpha >= 0.0499 else f"{text} at level {alpha:.2g}"
 
 
 def floor2(x: float) -> float:

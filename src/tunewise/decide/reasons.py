@@ -77,7 +77,7 @@ def _vs_best(f: Facts, c: CandidateResult, vote: str) -> Reason | None:
         return Reason(criterion=criterion, finding=f"best {family_word} {_named(f, c)}, is {gap} "
                       "(no paired test)")
     return Reason(criterion=criterion, vote=None if test.significant else vote,
-                  finding=f"best {family_word} {_named(f, c)}, is {gap} (paired {fmt.p(test.p_value)}"
+                  finding=f"best {family_word} {_named(f, c)}, is {gap} (paired {fmt.p(test.p_value, test.alpha)}"
                           f"{'' if test.significant else ', not a significant difference'})")
 
 

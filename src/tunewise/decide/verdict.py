@@ -97,7 +97,7 @@ def _none_learned(f: Facts) -> Choice | None:
                       f"Not shown that any option learned the task: the best, {label(best)} "
                       f"{fmt.iv(f.score(best))}, is above the majority-class score of {floor:.2f}, but "
                       f"{fmt.count(f.test_size)} test records cannot separate them; about {fmt.count(need)} "
-                      "would. Next: score more test records (a larger budget, or more labelled test data).")
+                      f"would. Next: {_more_test(f)}.")
     if _data_is_short(f):
         return Choice("COLLECT_MORE_DATA", None, head + " Next: collect more (or cleaner) labelled data"
                       f"{_size_note(f)}, then run again.")
@@ -180,7 +180,7 @@ def _best(f: Facts) -> Choice:
         text = f"{label(best)} {fmt.iv(f.score(best))} scores best."
     else:
         text = (f"{label(win)} {fmt.iv(f.score(win))} is the cheapest option the paired tests cannot tell "
-                f"from the best, {label(best)} {fmt.iv(f.score(best))} ({fmt.p(f.paired(best, win).p_value)}).")
+                f"from the best, {label(best)} {fmt.iv(f.score(best))} ({fmt.p(f.paired(best, win).p_value, f.paired(best, win).alpha)}).")
     retrieval = [c for c in f.options if c.family == "retrieval" and c is not win]
     clear = bool(retrieval) and all(f.beats(win, r) for r in retrieval)
     return Choice(f.decision_for(win), win, f"{short}{_verb(f, win)}: {text}", clear=clear)
@@ -196,7 +196,7 @@ def _finetune_vs_rest(f: Facts, best: CandidateResult, short: str) -> Choice:
     versus = (f"{label(best)} {fmt.iv(f.score(best))} vs. best {rival.family} option {label(rival)} "
               f"{fmt.iv(f.score(rival))}")
     if f.beats(best, rival):
-        evidence = f"paired {fmt.p(test.p_value)}" if test else "intervals do not overlap"
+        evidence = f"paired {fmt.p(test.p_value, test.alpha)}" if test else "intervals do not overlap"
         return Choice(f.decision_for(best), best,
                       f"{short}{_verb(f, best)}: {versus}, {evidence}.{_curve_note(f)}", clear=True)
     by_cost = _cheaper_of_ties(f, best, short)
@@ -204,9 +204,9 @@ def _finetune_vs_rest(f: Facts, best: CandidateResult, short: str) -> Choice:
         return by_cost
     need = _samples_needed(f.score(best).value, f.score(rival).value)
     have = f" (the test set has {fmt.count(f.test_size)})" if f.test_size else ""
-    p_txt = f"paired {fmt.p(test.p_value)}" if test else "overlapping intervals"
-    more = (f"about {fmt.count(need)} test examples would be needed to separate them{have}" if need
-            else "no realistic test set would separate them")
+    p_txt = f"paired {fmt.p(test.p_value, test.alpha)}" if test else "overlapping intervals"
+    more = (f"about {fmt.count(need)} test examples would be needed to separate them{have}; next: {_more_test(f)}"
+            if need else "no realistic test set would separate them")
     return Choice("INSUFFICIENT_EVIDENCE", best,
                   f"{short}Not shown that fine-tuning helps: {versus}, {p_txt}; {more}.")
 
@@ -222,7 +222,7 @@ def _cheaper_of_ties(f: Facts, best: CandidateResult, short: str) -> Choice | No
     cheapest = min(ties, key=f.cost_key)
     test = f.paired(best, cheapest)
     same = (f"{label(cheapest)} {fmt.iv(f.score(cheapest))} cannot be told from {label(best)} "
-            f"{fmt.iv(f.score(best))} (paired {fmt.p(test.p_value)})")
+            f"{fmt.iv(f.score(best))} (paired {fmt.p(test.p_value, test.alpha)})")
     volume = f" at {fmt.count(f.monthly_requests)} requests a month" if f.monthly_requests else ""
     if f.cost(cheapest) < f.cost(best):
         return Choice(f.decision_for(cheapest), cheapest,
@@ -233,6 +233,18 @@ def _cheaper_of_ties(f: Facts, best: CandidateResult, short: str) -> Choice | No
                       f"{short}{_verb(f, best)}: {same} on quality, and costs "
                       f"{fmt.cost_ratio(f.cost(best), f.cost(cheapest))}{volume}, training included.")
     return None
+
+
+def _more_test(f: Facts) -> str:
+    """Where more test evidence comes from: the rest of the split when a cap stopped scoring, else new data."""
+    scoring, split = f.results.test_scoring, f.results.split or {}
+    total = split.get("test")
+    if scoring is not None and scoring.stop.startswith("time cap") and f.test_size and total and f.test_size < total:
+        return (f"a larger budget (the time cap stopped scoring at {fmt.count(f.test_size)} of the "
+                f"{fmt.count(total)} test records)")
+    if total and f.test_size and f.test_size < total:
+        return f"score more of the {fmt.count(total)} test records (a larger budget)"
+    return "more labelled test data (every test record was scored)"
 
 
 def _samples_needed(p_a: float, p_b: float) -> int | None:

@@ -58,17 +58,19 @@ def measure_device_flops(device: str = "cpu", dtype: Any = None, size: int = 102
 
 def estimate_compute(candidate: str, params: int, trainable_params: int, tokens: int,
                      method: Literal["lora", "full"], device_flops_per_s: float, efficiency: float,
-                     budget_seconds: float | None, layers_share: float = 1.0) -> ComputeEstimate:
+                     budget_seconds: float | None, layers_share: float = 1.0,
+                     overhead_seconds: float = 0.0) -> ComputeEstimate:
     """Estimated training time = FLOPs / (device FLOP/s x efficiency), checked against the budget.
 
     `efficiency` is the fraction of the matmul rate real training achieves (data loading, small
     kernels, attention, optimizer steps). The caller measures it from a short calibration run as
     achieved FLOP/s / device_flops_per_s; pure matmul peak alone would underestimate time severalfold.
+    `overhead_seconds` is a training's fixed cost (set-up), measured beside the efficiency.
     """
     if device_flops_per_s <= 0 or efficiency <= 0:
         raise ValueError("device_flops_per_s and efficiency must be positive")
     flops = training_flops(params, tokens, method, layers_share)
-    seconds = flops / (device_flops_per_s * efficiency)
+    seconds = overhead_seconds + flops / (device_flops_per_s * efficiency)
     return ComputeEstimate(candidate=candidate, params=params, trainable_params=trainable_params, tokens=tokens,
                            flops=flops, device_flops_per_s=device_flops_per_s, estimated_seconds=seconds,
                            budget_seconds=budget_seconds,

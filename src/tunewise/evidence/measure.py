@@ -4,6 +4,7 @@ calibration, and the cost table built from measured candidates."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 
@@ -94,34 +95,91 @@ def training_tokens(lm, records, system, max_length: int) -> int:
     return total
 
 
-def calibrate(lm, records, system, work_dir: Path, max_length: int, device: str, layers_share: float = 1.0) -> dict:
-    """A short real training run on this device: the achieved rate that turns FLOPs into seconds."""
+CAL_RECORDS = 16  # per repeat: two optimizer steps of 8
+CAL_REPEATS = 3  # timed repeats after one warm-up run; their median is the rate
+STALE_SECONDS = 30 * 86400  # a calibration older than this is measured again
+
+
+def calibrate(lm, records, system, work_dir: Path, max_length: int, device: str, layers_share: float = 1.0,
+              seed: int = 0) -> dict:
+    """Short real training runs on a seeded sample of the task's own records: the share of the
+    device's matmul rate that training achieves (`efficiency`) and the fixed cost of a training
+    (`overhead_seconds`: set-up, not steps). One warm-up run first (thread pools, allocator, first
+    casts), then CAL_REPEATS timed runs and their medians, so one slow moment does not decide."""
+    import random
+    import statistics
     import time
 
     from tunewise.models.load import count_params, load_model
     from tunewise.models.train import Example, TrainConfig, train
     from tunewise.strategies.prompts import input_turns
 
-    model, tokenizer = load_model(lm.name, device=device, dtype="float32")
+    sample = random.Random(seed).sample(list(records), min(CAL_RECORDS, len(records)))
     examples = [Example(lm.encode(lm.render(system + input_turns(r), add_generation_prompt=True)),
-                        lm.label_ids([r.output])[0]) for r in records[:24]]
-    start = time.perf_counter()
-    result = train(model, tokenizer, examples, [], TrainConfig(epochs=1, max_length=max_length, batch_size=8,
-                                                                 layers_share=layers_share),
-                   work_dir, progress=False)
-    del model
-    peak = measure_device_flops("cuda" if device.startswith("cuda") else "cpu", dtype="bfloat16", seconds=0.5)
+                        lm.label_ids([r.output])[0]) for r in sample]
     params = count_params(lm.model)[0]
-    achieved = training_flops(params, result.tokens, "lora", layers_share) / max(result.seconds, 1e-9)
-    return {"device_flops_per_s": peak, "efficiency": achieved / peak, "tokens_per_s": result.tokens_per_s,
-            "seconds": time.perf_counter() - start, "params": params}
+    cfg = TrainConfig(epochs=1, max_length=max_length, batch_size=8, layers_share=layers_share)
+    start, efficiencies, overheads = time.perf_counter(), [], []
+    for repeat in range(CAL_REPEATS + 1):
+        model, tokenizer = load_model(lm.name, device=device, dtype="float32")
+        result = train(model, tokenizer, examples, [], cfg, work_dir / f"repeat{repeat}", progress=False)
+        del model
+        step_seconds = result.tokens / max(result.tokens_per_s, 1e-9)
+        peak = device_peak(device)  # right after the run: the rate the machine gives now
+        if repeat:  # the warm-up run is not counted
+            efficiencies.append(training_flops(params, result.tokens, "lora", layers_share) / step_seconds / peak)
+            overheads.append(max(0.0, result.seconds - step_seconds))
+    return {"device_flops_per_s": peak, "efficiency": statistics.median(efficiencies),
+            "overhead_seconds": statistics.median(overheads), "repeats": efficiencies,
+            "seconds": time.perf_counter() - start, "params": params, "created": time.time(),
+            "basis": f"calibration: median of {CAL_REPEATS} short runs on {len(sample)} of the task's records"}
+
+
+def device_peak(device: str) -> float:
+    """The bf16 matmul rate the device gives at this moment (0.5 s): estimates scale with it, so a
+    machine busier (or idler) than at calibration time is accounted for."""
+    return measure_device_flops("cuda" if device.startswith("cuda") else "cpu", dtype="bfloat16", seconds=0.5)
+
+
+def stale(calibration: dict, now: float) -> str | None:
+    """Why a stored calibration must be measured again, or None to reuse it."""
+    created = calibration.get("created")
+    if created is None or "overhead_seconds" not in calibration:
+        return "stored by an older tunewise"
+    if now - created > STALE_SECONDS:
+        return f"{(now - created) / 86400:.0f} days old"
+    return None
+
+
+def refreshed(calibration: dict, measured: list[tuple[str, int, int, float, float]], device: str,
+              layers_share: float) -> tuple[dict, list[str]]:
+    """The calibration updated from trainings just measured in this run ((candidate, params, tokens,
+    step seconds, wall seconds) of each): real trainings of this task are the better evidence. A rate
+    more than 2x off the stored one is said so, never replaced silently."""
+    out, notes = dict(calibration), []
+    for name, params, tokens, step_seconds, wall_seconds in measured:
+        peak = device_peak(device)
+        efficiency = training_flops(params, tokens, "lora", layers_share) / max(step_seconds, 1e-9) / peak
+        ratio = efficiency / calibration["efficiency"]
+        if not 0.5 <= ratio <= 2:
+            notes.append(f"compute: {name} trained at {ratio:.1f}x the calibrated rate; the stored rate is "
+                         "replaced by the measured one")
+        out.update(efficiency=efficiency, overhead_seconds=max(0.0, wall_seconds - step_seconds),
+                   device_flops_per_s=peak, basis=f"measured: {name}'s training of this task on this device",
+                   created=time.time())
+    return out, notes
 
 
 def compute_estimate(name: str, method: str, params: int, trainable: int, tokens: int, calibration: dict,
-                     budget_hours: float | None, layers_share: float = 1.0) -> ComputeEstimate:
-    return estimate_compute(name, params, trainable, tokens, method, calibration["device_flops_per_s"],
-                            calibration["efficiency"], budget_hours * 3600 if budget_hours else None,
-                            layers_share)
+                     budget_hours: float | None, layers_share: float = 1.0,
+                     peak_now: float | None = None) -> ComputeEstimate:
+    """The estimate from a calibration, at the device's matmul rate now (`peak_now`) when given."""
+    estimate = estimate_compute(name, params, trainable, tokens, method,
+                                peak_now or calibration["device_flops_per_s"], calibration["efficiency"],
+                                budget_hours * 3600 if budget_hours else None, layers_share,
+                                overhead_seconds=calibration.get("overhead_seconds", 0.0))
+    estimate.basis = calibration.get("basis", "")
+    return estimate
 
 
 def cost_table(candidates: list[CandidateResult], prices: Prices, monthly: int | None, metric: str,

@@ -152,6 +152,36 @@ def load_tokenizer(name: str):
     return tokenizer
 
 
+# Where configs keep the longest sequence the model was trained for, by model family.
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx",
+                "max_seq_len")
+PLACEHOLDER_LENGTH = 1_000_000  # tokenizers without a limit report 1e30 as model_max_length
+
+
+def context_length(name: str, tokenizer=None) -> int | None:
+    """The model's context in tokens: the smallest of its config's length fields and the tokenizer's
+    model_max_length (ignored when it is a placeholder); None when neither says."""
+    from transformers import AutoConfig
+
+    limits = []
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(name)
+    t_max = int(getattr(tokenizer, "model_max_length", 0) or 0)
+    if 0 < t_max < PLACEHOLDER_LENGTH:
+        limits.append(t_max)
+    try:
+        config = AutoConfig.from_pretrained(_materialise(resolve(name)))
+    except (OSError, ValueError):
+        config = None
+    configs = [config, getattr(config, "text_config", None)] if config is not None else []
+    for cfg in configs:
+        for key in CONTEXT_KEYS:
+            value = getattr(cfg, key, None)
+            if isinstance(value, int) and 0 < value < PLACEHOLDER_LENGTH:
+                limits.append(value)
+                break
+    return min(limits) if limits else None
+
+
 def load_model(name: str, *, device: str = "auto", dtype: str = "float32"):
     """(model, tokenizer) on the chosen device, in eval mode."""
     from transformers import AutoModelForCausalLM

@@ -99,6 +99,7 @@ class TrainResult:
     peak_memory_mb: float  # CUDA: peak allocated; CPU: peak resident set of the process
     steps: int  # optimizer steps done (all calls)
     resumed_from_step: int | None = None
+    checkpoint_refused: str | None = None  # why a checkpoint found in out_dir was not resumed from
     stopped_early: bool = False
     best_epoch: int = 0  # 1-based epoch whose weights the model holds
 
@@ -412,6 +413,34 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def load_checkpoint(path: Path, fingerprint: str, trainable: dict, state: dict) -> tuple[dict | None, str | None]:
+    """(checkpoint, None) when `path` holds a checkpoint of this very run, else (None, why it was refused).
+
+    Loaded with `weights_only=True`: only tensors and plain containers are unpickled, so a file placed
+    in a shared or copied store can never run code. Anything else (another run's checkpoint, a
+    truncated or foreign file) is refused in one line and training starts afresh."""
+    import pickle
+
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError) as exc:
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return None, f"checkpoint {path} refused, starting afresh: not a tunewise checkpoint ({why[:160]})"
+    expected = {"fingerprint", "weights", "optimizer", "scheduler", "rng", "state"}
+    if not isinstance(saved, dict) or not expected <= set(saved):
+        return None, f"checkpoint {path} refused, starting afresh: not a tunewise checkpoint (missing keys)"
+    if saved["fingerprint"] != fingerprint:
+        return None, f"checkpoint {path} ignored, starting afresh: made with another config or data"
+    weights, rng = saved["weights"], saved["rng"]
+    valid = (isinstance(weights, dict) and set(weights) == set(trainable)
+             and all(isinstance(v, torch.Tensor) and v.shape == trainable[k].shape for k, v in weights.items())
+             and isinstance(rng, dict) and isinstance(rng.get("torch"), torch.Tensor)
+             and isinstance(saved["state"], dict) and set(saved["state"]) <= set(state))
+    if not valid:
+        return None, f"checkpoint {path} refused, starting afresh: its contents do not match this model"
+    return saved, None
+
+
 def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -510,11 +539,11 @@ def train(model, tokenizer, train: list[Example], val: list[Example], cfg: Train
     st: dict[str, Any] = {"epoch": 0, "batch": 0, "step": 0, "losses": [], "loss_sum": 0.0, "loss_tokens": 0,
                           "tokens": 0, "train_seconds": 0.0, "seconds": 0.0, "best_val": None, "best_epoch": 0,
                           "best_state": None, "bad_epochs": 0, "stop": False}
-    resumed_from = None
+    resumed_from, refused = None, None
     ckpt_file = ckpt_dir / _STATE
     if ckpt_file.is_file():
-        saved = torch.load(ckpt_file, map_location="cpu", weights_only=False)
-        if saved.get("fingerprint") == fp:
+        saved, refused = load_checkpoint(ckpt_file, fp, trainable, st)
+        if saved is not None:
             with torch.no_grad():
                 for name, value in saved["weights"].items():
                     trainable[name].copy_(value)
@@ -525,7 +554,7 @@ def train(model, tokenizer, train: list[Example], val: list[Example], cfg: Train
             resumed_from = st["step"]
             log.info("resuming from %s at step %d", ckpt_file, resumed_from)
         else:
-            log.warning("ignoring %s: made with another config or data", ckpt_file)
+            log.warning("%s", refused)
     accelerator.wait_for_everyone()
 
     def save_checkpoint():
@@ -646,6 +675,7 @@ def train(model, tokenizer, train: list[Example], val: list[Example], cfg: Train
         model=lm, losses=[EpochLoss(**e) for e in st["losses"]], seconds=seconds, tokens=tokens,
         tokens_per_s=tokens / train_seconds if train_seconds > 0 else 0.0,
         peak_memory_mb=_peak_memory_mb(device), steps=st["step"], resumed_from_step=resumed_from,
+        checkpoint_refused=refused,
         stopped_early=st["stop"], best_epoch=st["best_epoch"])
 
 

@@ -168,3 +168,10 @@ def curve_fit_text(fit: dict[str, float] | None) -> str:
         return "no fit"
     a, b, e = fit.get("A"), fit.get("b"), fit.get("E")
     return f"error = {fmt(a)} · n^-{fmt(b)} + {fmt(e)}"
+
+
+def scoring_summary(s) -> str:
+    """One sentence on adaptive test scoring: where it stopped and why, and records per candidate."""
+    records = ", ".join(f"{name} {n}" for name, n in s.records.items())
+    return (f"Scored in {len(s.looks)} of {len(s.planned)} planned looks ({', '.join(map(str, s.planned))} records); "
+            f"stopped: {s.stop}. Test records per candidate: {records}.")

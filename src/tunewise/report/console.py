@@ -29,21 +29,33 @@ def print_verdict(verdict: Verdict, console) -> None:
 
 def print_summary(results: RunResults, out_dir: Path, console) -> None:
     metric = results.task.get("metric") or "accuracy"
-    table = Table(title=f"{results.task.get('name')}: {metric} on {results.split.get('test_scored')} test records")
-    for col in ("candidate", "model", "status", metric, "p95 ms", "train s"):
+    table = Table(title=f"{results.task.get('name')}: {metric} on up to {results.split.get('test_scored')} "
+                        f"of {results.split.get('test')} test records")
+    for col in ("candidate", "model", "status", "records", metric, "p95 ms", "train s"):
         table.add_column(col)
     for c in results.candidates:
         m = c.metrics.get(metric)
         table.add_row(c.name, c.model or "-", c.status if c.status == "ok" else f"[red]{c.status}[/red]",
-                      _fmt(m) if m else (c.error or "")[:60], f"{c.latency_ms['p95']:.0f}" if c.latency_ms else "-",
+                      str(c.test_records or "-"), _fmt(m) if m else (c.error or "")[:60],
+                      f"{c.latency_ms['p95']:.0f}" if c.latency_ms else "-",
                       f"{c.train_seconds:.0f}" if c.train_seconds else "-")
     console.print(table)
+    print_warnings(results.warnings, console)
+    if results.test_scoring:
+        from tunewise.report._common import scoring_summary
+
+        console.print(scoring_summary(results.test_scoring), markup=False, highlight=False)
     if results.verdict:
         print_verdict(results.verdict, console)
     if results.stage_seconds:
         stages = ", ".join(f"{k.replace('_', ' ')} {v:.0f} s" for k, v in results.stage_seconds.items())
         console.print(f"\ntime: {stages}; total {sum(results.stage_seconds.values()):.0f} s", highlight=False)
     console.print(f"\nreport: {out_dir / 'report.html'}  (also report.md, results.json)")
+
+
+def print_warnings(warnings: list[str], console) -> None:
+    for text in warnings:
+        console.print(f"warning: {text}", style="bold yellow", markup=False, highlight=False, soft_wrap=True)
 
 
 def gate_failed(rule: str, results: RunResults) -> tuple[bool, str]:
@@ -68,16 +80,35 @@ def gate_failed(rule: str, results: RunResults) -> tuple[bool, str]:
 
 def load_run(run_dir: Path, store_dir: Path) -> RunResults:
     """A run's results from the store (keyed by its folder name), else from its results.json."""
-    from tunewise.store import Store
+    from tunewise.store import Store, check_store_dir
 
     if not run_dir.is_dir():
         raise TunewiseError(f"{run_dir}: not a run folder", fix="pass a folder written by `tunewise run`")
+    check_store_dir(store_dir)
+    rerun = "re-run the same `tunewise run` command with --out pointing here: finished work is reused from the store"
     if (store_dir / "store.sqlite").is_file():
         hit = Store(store_dir).get("run", run_dir.name)
         if hit is not None:
-            return RunResults.model_validate(hit["results"])
+            try:
+                return RunResults.model_validate(hit["results"])
+            except (ValueError, TypeError, KeyError) as exc:
+                raise TunewiseError(f"store {store_dir}: the entry for run {run_dir.name} is incomplete "
+                                    f"({_reason(exc)})", fix=rerun) from exc
     path = run_dir / "results.json"
     if not path.is_file():
         raise TunewiseError(f"{run_dir}: no results in the store ({store_dir}) nor a results.json",
                             fix="point --store at the store used by the run")
-    return RunResults.model_validate(json.loads(path.read_text()))
+    try:
+        return RunResults.model_validate_json(path.read_bytes())
+    except ValueError as exc:  # truncated or not JSON, or a field missing (pydantic's ValidationError)
+        raise TunewiseError(f"{path}: not a complete results.json ({_reason(exc)})", fix=rerun) from exc
+
+
+def _reason(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        return f"{where + ': ' if where else ''}{first.get('msg', '')}"
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -90,4 +90,5 @@ def render_html(results: RunResults) -> str:
         lc_points=[p for p in lc.points] if lc else [],
         task_name=results.task.get("name") or "task",
         not_measured=C.NOT_MEASURED,
+        scoring_summary=C.scoring_summary,
     )

@@ -1,15 +1,42 @@
-"""The Markdown report: the same facts as the HTML page, as text (verdict and reasons first)."""
+"""The Markdown report: the same facts as the HTML page, as text (verdict and reasons first).
+
+Record text, labels, names and error messages can carry HTML or Markdown: every such string goes
+through `_t` (HTML special characters as entities, link syntax escaped, one line), and free-form
+values (the profile, the settings) are code-formatted with fences longer than any backtick run in
+them, so nothing from the data renders as markup.
+"""
 
 from __future__ import annotations
 
+import html
 import json
+import re
 
 from tunewise.report import _common as C
 from tunewise.results import RunResults
 
 
+def _t(x: object) -> str:
+    """User-derived text, inert in Markdown: no raw HTML, no links or images, no line breaks."""
+    text = re.sub(r"\](?=[(\[:])", r"\\]", html.escape(str(x), quote=False))  # `](`, `][`, `]:` start links
+    return re.sub(r"\s*[\r\n]+\s*", " ", text)
+
+
+def _code(x: object) -> str:
+    """An inline code span that no backtick inside `x` can close early."""
+    text = re.sub(r"[\r\n]+", " ", str(x))
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    return f"{fence} {text} {fence}"
+
+
+def _block(text: str, lang: str = "") -> list[str]:
+    """A fenced code block that no backtick run inside `text` can close early."""
+    fence = "`" * max(3, max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    return [fence + lang, text, fence]
+
+
 def _cell(x: object) -> str:
-    return str(x).replace("|", "\\|").replace("<", "&lt;").replace("\n", " ")
+    return _t(x).replace("|", "\\|")
 
 
 def _table(head: list[str], rows: list[list[object]]) -> list[str]:
@@ -28,12 +55,19 @@ def _verdict(r: RunResults) -> list[str]:
         return ["## Verdict", "", "**No verdict** was reached in this run; the measurements below stand on their own.", ""]
     out = ["## Verdict", "", f"# **{v.decision}**", ""]
     if v.candidate or v.model:
-        out += [f"Recommended: **{v.candidate or '—'}**" + (f" with model `{v.model}`" if v.model else ""), ""]
-    out += [v.summary, "", "### Reasons", ""]
-    out += [f"- `{x.criterion}` {x.finding}" + (f" _(supports {x.vote})_" if x.vote else "") for x in v.reasons] or ["- none"]
-    out += ["", "### Constraints honoured", ""] + ([f"- {x}" for x in v.constraints] or ["- none stated"])
-    out += ["", "### What would change it", ""] + ([f"- {x}" for x in v.would_change] or ["- nothing recorded"])
+        out += [f"Recommended: **{_t(v.candidate or '—')}**" + (f" with model {_code(v.model)}" if v.model else ""), ""]
+    out += [_t(v.summary), "", "### Reasons", ""]
+    out += [f"- `{x.criterion}` {_t(x.finding)}" + (f" _(supports {x.vote})_" if x.vote else "") for x in v.reasons] \
+        or ["- none"]
+    out += ["", "### Constraints honoured", ""] + ([f"- {_t(x)}" for x in v.constraints] or ["- none stated"])
+    out += ["", "### What would change it", ""] + ([f"- {_t(x)}" for x in v.would_change] or ["- nothing recorded"])
     return out + [""]
+
+
+def _warnings(r: RunResults) -> list[str]:
+    if not r.warnings:
+        return []
+    return ["## Warnings", ""] + [f"- **warning:** {_t(w)}" for w in r.warnings] + [""]
 
 
 def _candidates(r: RunResults) -> list[str]:
@@ -41,9 +75,10 @@ def _candidates(r: RunResults) -> list[str]:
     if not r.candidates:
         return out + _absent("candidates")
     metrics, costs = C.metric_names(r), C.cost_per_1k(r)
-    head = ["name", "family", "model", "scoring", "status"] + [f"{m} [95% CI]" for m in metrics] + [
+    head = ["name", "family", "model", "scoring", "status", "test records"] + [f"{m} [95% CI]" for m in metrics] + [
         "latency p50/p95", "tokens in/out", "cost/1k", "train time", "tokens/s", "error"]
-    rows = [[c.name, c.family, c.model or "—", C.fmt_method(c), c.status] + [C.fmt_iv(c.metrics.get(m)) for m in metrics]
+    rows = [[c.name, c.family, c.model or "—", C.fmt_method(c), c.status, C.fmt_any(c.test_records)]
+            + [C.fmt_iv(c.metrics.get(m)) for m in metrics]
             + [C.fmt_latency(c.latency_ms), C.fmt_tokens(c), C.fmt_money(costs.get(c.name)),
                C.fmt_seconds(c.train_seconds), C.fmt(c.train_tokens_per_s, 0), c.error or ""] for c in r.candidates]
     return out + _table(head, rows)
@@ -53,9 +88,21 @@ def _comparisons(r: RunResults) -> list[str]:
     out = ["## Paired comparisons", ""]
     if not r.comparisons:
         return out + _absent("paired comparisons")
-    rows = [[x.a, x.b, x.metric, f"{x.diff:+.3f} [{x.ci_low:+.3f}, {x.ci_high:+.3f}]", C.fmt_p(x.p_value), x.test]
-            for x in r.comparisons]
-    return out + _table(["a", "b", "metric", "a − b [95% CI]", "p", "test"], rows)
+    rows = [[x.a, x.b, x.metric, C.fmt_any(x.n), f"{x.diff:+.3f} [{x.ci_low:+.3f}, {x.ci_high:+.3f}]",
+             C.fmt_p(x.p_value), f"{x.alpha:.2g}", x.test] for x in r.comparisons]
+    return out + _table(["a", "b", "metric", "records", "a − b [interval at 1 − level]", "p", "level", "test"], rows)
+
+
+def _test_scoring(r: RunResults) -> list[str]:
+    out = ["## Test scoring", ""]
+    s = r.test_scoring
+    if s is None:
+        return out + _absent("adaptive test scoring")
+    out += [_t(C.scoring_summary(s)), "", f"Method: {_t(s.method)}.", ""]
+    rows = [[i + 1, lk.n, f"{lk.alpha:.2g}", lk.leader, ", ".join(lk.dropped) or "—", ", ".join(lk.open) or "—",
+             C.fmt_any(lk.floor_separated)] for i, lk in enumerate(s.looks)]
+    return out + _table(["look", "records", "level", "leader", "separated (stopped)", "not yet separated",
+                         "leader above the floor"], rows)
 
 
 def _learning_curve(r: RunResults) -> list[str]:
@@ -63,10 +110,10 @@ def _learning_curve(r: RunResults) -> list[str]:
     lc = r.learning_curve
     if lc is None:
         return out + _absent("learning curve")
-    out += [f"Candidate **{lc.candidate}**, metric {lc.metric}. Fit: `{C.curve_fit_text(lc.fit)}`"
+    out += [f"Candidate **{_t(lc.candidate)}**, metric {lc.metric}. Fit: `{C.curve_fit_text(lc.fit)}`"
             + (f"; ceiling (1 − E) {C.fmt_iv(lc.ceiling)}" if lc.ceiling else "") + ".", ""]
     if not lc.extrapolable:
-        out += [f"**Not extrapolable:** {lc.reason or 'no reason given'}", ""]
+        out += [f"**Not extrapolable:** {_t(lc.reason or 'no reason given')}", ""]
     rows = [[C.fmt(p.fraction), C.fmt(p.n), f"{C.fmt(p.value)} [{C.fmt(p.ci_low)}, {C.fmt(p.ci_high)}]"
              if p.status == "ok" else f"failed: {p.error}"] for p in lc.points]
     out += _table(["fraction", "n", f"{lc.metric} [95% CI]"], rows)
@@ -85,7 +132,8 @@ def _overfitting(r: RunResults) -> list[str]:
     out = ["## Overfitting", ""]
     if not r.overfitting:
         return out + _absent("overfitting checks")
-    return out + [f"- **{o.candidate}**: {'FLAGGED' if o.flag else 'not flagged'} — {o.reason}" for o in r.overfitting] + [""]
+    return out + [f"- **{_t(o.candidate)}**: {'FLAGGED' if o.flag else 'not flagged'} — {_t(o.reason)}"
+                  for o in r.overfitting] + [""]
 
 
 def _forgetting(r: RunResults) -> list[str]:
@@ -95,7 +143,7 @@ def _forgetting(r: RunResults) -> list[str]:
         return out + _absent("forgetting")
     rows = [["base model", C.fmt_iv(fg.base_score), "—", C.fmt(fg.base_perplexity, 2)]]
     rows += [[m.candidate, C.fmt_iv(m.score), C.fmt_signed_iv(m.delta), C.fmt(m.perplexity, 2)] for m in fg.models]
-    return out + [f"Probe **{fg.probe}**, {fg.items} items.", ""] + _table(
+    return out + [f"Probe **{_t(fg.probe)}**, {fg.items} items.", ""] + _table(
         ["model", "probe score [95% CI]", "Δ vs base [95% CI]", "perplexity"], rows)
 
 
@@ -122,8 +170,8 @@ def _cost(r: RunResults) -> list[str]:
         out += [f"Break-even: {C.NOT_MEASURED}.", ""]
     else:
         when = f"{C.fmt(be.monthly_requests, 0)} requests per month" if be.monthly_requests is not None else "never pays off"
-        out += [f"**Break-even** ({be.finetuned} vs {be.prompting}): {when}. {be.explanation}", ""]
-    return out + ["Assumptions: " + _compact(r.cost.assumptions), ""]
+        out += [f"**Break-even** ({_t(be.finetuned)} vs {_t(be.prompting)}): {when}. {_t(be.explanation)}", ""]
+    return out + ["Assumptions: " + _code(_compact(r.cost.assumptions)), ""]
 
 
 def _per_class(r: RunResults) -> list[str]:
@@ -131,7 +179,7 @@ def _per_class(r: RunResults) -> list[str]:
     if c is None or not c.per_class:
         return ["## Per-class results", ""] + _absent("per-class results")
     rows = [[k, C.fmt(s.precision), C.fmt(s.recall), C.fmt(s.f1), C.fmt(s.support)] for k, s in c.per_class.items()]
-    return [f"## Per-class results: {c.name}", ""] + _table(["label", "precision", "recall", "F1", "support"], rows)
+    return [f"## Per-class results: {_t(c.name)}", ""] + _table(["label", "precision", "recall", "F1", "support"], rows)
 
 
 def _compact(value: object, limit: int = 300) -> str:
@@ -143,7 +191,7 @@ def _profile(r: RunResults) -> list[str]:
     out = ["## Data profile", ""]
     if not r.profile:
         return out + _absent("data profile")
-    return out + [f"- **{k}**: {_compact(v)}" for k, v in r.profile.items()] + [""]
+    return out + [f"- **{_t(k)}**: {_code(_compact(v))}" for k, v in r.profile.items()] + [""]
 
 
 def _settings(r: RunResults) -> list[str]:
@@ -155,7 +203,7 @@ def _settings(r: RunResults) -> list[str]:
                                             "scoring": c.scoring, "api": c.api.model_dump() if c.api else None,
                                             "settings": c.settings, "notes": c.notes} for c in r.candidates})
     for name, value in blocks.items():
-        out += [f"### {name}", "", "```json", json.dumps(value, indent=2, default=str, ensure_ascii=False), "```", ""]
+        out += [f"### {_t(name)}", ""] + _block(json.dumps(value, indent=2, default=str, ensure_ascii=False), "json") + [""]
     return out
 
 
@@ -163,12 +211,13 @@ def render_markdown(results: RunResults) -> str:
     """The report as Markdown: verdict and reasons first, then the evidence, then every setting."""
     r = results
     name = r.task.get("name") or "task"
-    head = [f"# tunewise report: {name}", "",
-            f"run `{r.run_id}` · {r.created} · tunewise {r.tunewise_version}"
-            + (f" · budget {r.budget['name']}" if r.budget.get("name") else "")
+    head = [f"# tunewise report: {_t(name)}", "",
+            f"run {_code(r.run_id)} · {_t(r.created)} · tunewise {r.tunewise_version}"
+            + (f" · budget {_t(r.budget['name'])}" if r.budget.get("name") else "")
             + (f" · metric {C.primary_metric(r)}" if C.primary_metric(r) else "")
             + (f" · target {C.target(r):g}" if C.target(r) is not None else ""), ""]
-    sections = [_verdict, _candidates, _comparisons, _learning_curve, _overfitting, _forgetting, _compute, _cost,
+    sections = [_warnings, _verdict, _candidates, _comparisons, _test_scoring, _learning_curve, _overfitting, _forgetting,
+                _compute, _cost,
                 _per_class, _profile, _settings]
     lines = head + [line for section in sections for line in section(r)]
     return "\n".join(lines).rstrip() + "\n"

@@ -7,17 +7,20 @@ a validation slice carved from train drives early stopping; the artifact is save
 
 from __future__ import annotations
 
+import json
+
 from tunewise.assets import DEFAULT_MODEL
 from tunewise.data.records import Record
 from tunewise.data.split import nested_fraction
 from tunewise.errors import ConfigError
+from tunewise.files import write_atomic
 from tunewise.models.backend import Scored
 from tunewise.models.lm import LanguageModel
-from tunewise.results import EpochLoss
 from tunewise.strategies.base import CandidateSpec, Context, Family, FitFacts, register
 from tunewise.strategies.prompts import input_turns, system_turn
 
 FULL_FT_MAX_PARAMS = 500_000_000
+FACTS = "facts.json"  # beside the adapter kept in the store: what training measured
 
 
 class FineTune:
@@ -69,19 +72,39 @@ class FineTune:
         base = LanguageModel(model, tokenizer, self.model_name)
         records = nested_fraction(ctx.train, self.fraction, seed=ctx.seed,
                                   stratified=ctx.task.type == "classification")
+        trained = (ctx.checkpoint_dir / "trained") if ctx.checkpoint_dir and self.method == "lora" else None
+        if trained is not None and (trained / FACTS).is_file():
+            return self._load_trained(model, tokenizer, trained, ctx)
         result = train(model, tokenizer, self.examples(base, records, self.system),
                        self.examples(base, ctx.validation, self.system), cfg, ctx.checkpoint_dir or ctx.work_dir,
                        progress=ctx.progress is not None)
         artifact = save_artifact(result.model, tokenizer, ctx.work_dir / ("adapter" if self.method == "lora" else "model"))
-        self.lm = LanguageModel(self._for_scoring(result.model, ctx.device), tokenizer, self.model_name)
-        return FitFacts(
+        if trained is not None:  # kept in the store: a resumed run scores more records without retraining
+            save_artifact(result.model, tokenizer, trained)
+        facts = FitFacts(
             train_records=len(records), train_seconds=result.seconds, train_tokens=result.tokens,
             train_tokens_per_s=result.tokens_per_s, peak_memory_mb=result.peak_memory_mb,
-            losses=[EpochLoss.model_validate(x, from_attributes=True) for x in result.losses],
-            artifact=str(artifact), params=params, trainable_params=count_params(result.model)[1],
+            losses=list(result.losses), artifact=str(artifact), params=params,
+            trainable_params=count_params(result.model)[1],
             scoring="likelihood" if ctx.task.type == "classification" else None,
             notes=([f"stopped early after epoch {result.best_epoch}"] if result.stopped_early else [])
-            + ([f"resumed from step {result.resumed_from_step}"] if result.resumed_from_step else []))
+            + ([f"resumed from step {result.resumed_from_step}"] if result.resumed_from_step else [])
+            + ([result.checkpoint_refused] if result.checkpoint_refused else []))
+        if trained is not None:  # written last: its presence means the adapter beside it is complete
+            write_atomic(trained / FACTS, facts.model_dump_json())
+        self._ready(result.model, tokenizer, ctx)  # merges the adapter: after every save
+        return facts
+
+    def _ready(self, model, tokenizer, ctx: Context) -> None:
+        self.lm = LanguageModel(self._for_scoring(model, ctx.device), tokenizer, self.model_name)
+
+    def _load_trained(self, base_model, tokenizer, trained, ctx: Context) -> FitFacts:
+        """The adapter this candidate trained before (kept in the store), instead of training again."""
+        from peft import PeftModel
+
+        self._ready(PeftModel.from_pretrained(base_model, str(trained)), tokenizer, ctx)
+        facts = FitFacts.model_validate(json.loads((trained / FACTS).read_text()))
+        return facts.model_copy(update={"notes": facts.notes + ["trained adapter loaded from the store"]})
 
     @staticmethod
     def _for_scoring(model, device: str):
