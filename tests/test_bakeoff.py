@@ -172,6 +172,19 @@ def test_calibration_is_chosen_on_validation(tmp_path, truth, calibrated):
     assert s.predict(ctx, TEST[0]).prediction == ("neg" if calibrated else "positive")
 
 
+def test_registered_strategies_are_selectable_without_editing_the_line_up():
+    from tunewise.bakeoff import default_candidates
+    from tunewise.runner import _select
+
+    lineup = default_candidates(TASK, "smollm2-135m")
+    assert "full_ft" not in {s.strategy for s in lineup}
+    chosen = _select(lineup, ["zero_shot", "full_ft"], "smollm2-135m")
+    assert [(s.name, s.strategy, s.model) for s in chosen] == [("zero_shot", "zero_shot", "smollm2-135m"),
+                                                                ("full_ft", "full_ft", "smollm2-135m")]
+    with pytest.raises(ConfigError, match="unknown nope.*full_ft"):
+        _select(lineup, ["nope"])
+
+
 def test_unknown_strategy_lists_the_known_ones():
     with pytest.raises(ConfigError, match="few_shot.*lora|lora.*zero_shot"):
         build(CandidateSpec(name="x", strategy="nope"))

@@ -89,6 +89,30 @@ def test_chat_logprobs_follow_the_answer_and_bound_the_others():
     assert chat_label_scores(short, ["neg", "negative"]) == [pytest.approx(-0.5), -math.inf]
 
 
+def test_chat_logprobs_over_http_pick_labels_and_flag_answers_without_one(httpserver, tmp_path):
+    """The request asks for top log-probabilities; a reply whose alternatives hold no label is unparsed."""
+    bodies = []
+
+    def answer(request):
+        bodies.append(request.get_json())
+        first = [("Positive", -0.1), ("Negative", -2.4)] if len(bodies) == 1 else [("Maybe", -0.2)]
+        content = [{"token": first[0][0], "logprob": first[0][1], "bytes": None,
+                    "top_logprobs": [{"token": t, "logprob": lp, "bytes": None} for t, lp in first]}]
+        return Response(json.dumps(chat_reply(first[0][0]) | {"choices": [
+            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": first[0][0]},
+             "logprobs": {"content": content}}]}), content_type="application/json")
+
+    httpserver.expect_request("/v1/chat/completions").respond_with_handler(answer)
+    cfg = ModelConfig(base_url=httpserver.url_for("/v1"), model="stub", scoring="chat_logprobs", concurrency=1)
+    backend = HttpBackend("stub", cfg, Store(tmp_path / "s"), ChatFormat(None))
+    assert backend.capabilities().best_method() == "chat_logprobs"
+    first, second = backend.score_labels([("system", "Classify.")], [[("user", "good")], [("user", "hm")]],
+                                         ["negative", "positive"], "chat_logprobs")
+    assert bodies[0]["logprobs"] is True and bodies[0]["top_logprobs"] == 20 and bodies[0]["temperature"] == 0
+    assert first.prediction == "positive" and first.label_logprobs == [pytest.approx(-2.4), pytest.approx(-0.1)]
+    assert second.unparsed and second.prediction == "" and second.label_logprobs == [-math.inf, -math.inf]
+
+
 # ---- log-probabilities over HTTP equal local scores ----------------------------------------------
 
 @pytest.fixture(scope="module")
