@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench bench-precision bench-decisiveness bench-reliability clean
+.PHONY: install demo test test-slow bench bench-precision bench-decisiveness bench-reliability bench-http clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -39,6 +39,9 @@ bench-decisiveness: $(STAMP)
 
 bench-reliability: $(STAMP)
 	$(BIN)/python benchmarks/reliability.py
+
+bench-http: $(STAMP)
+	$(BIN)/python benchmarks/http.py
 
 clean:
 	rm -rf $(VENV) .tunewise tunewise-runs test-artifacts

@@ -9,7 +9,8 @@ import torch
 from tunewise.bakeoff import compare, run_bakeoff
 from tunewise.config import BUDGETS, TaskSpec
 from tunewise.data.records import Record
-from tunewise.models.lm import LanguageModel, Scored
+from tunewise.models.backend import Capabilities, Scored
+from tunewise.models.lm import LanguageModel
 from tunewise.store import Store
 from tunewise.strategies import CandidateSpec, Context, ModelPool, build, register
 from tunewise.errors import ConfigError
@@ -88,26 +89,22 @@ def test_batched_scoring_of_inputs_of_different_lengths_matches_a_full_forward(l
 
 
 class RecordingLM:
-    """Stands in for a language model: records every prompt it is shown."""
+    """Stands in for a backend: records every prompt it is shown."""
+
+    name = "fake"
 
     def __init__(self):
         self.prompts = []
 
-    def label_ids(self, labels):
-        return [[i] for i, _ in enumerate(labels)]
+    def capabilities(self):
+        return Capabilities(prompt_logprobs=True, chat_logprobs=False, trainable=False)
 
-    def split_prompt(self, shared, rest):
-        return [1], [2]
+    def score_labels(self, shared, rests, labels, method="likelihood"):
+        return [self.classify(shared, rest, labels) for rest in rests]
 
-    def prefix_cache(self, ids):
-        return object()
-
-    def classify(self, shared, rest, labels, cache=None, label_ids=None):
+    def classify(self, shared, rest, labels):
         self.prompts.append(list(shared) + list(rest))
         return Scored(labels[0], 0.001, 10, 1, [0.0] * len(labels))
-
-    def classify_many(self, shared, rests, labels, cache=None, label_ids=None):
-        return [self.classify(shared, rest, labels, cache, label_ids) for rest in rests]
 
 
 class FakePool(ModelPool):
@@ -153,7 +150,7 @@ class PriorLM(RecordingLM):
     """Always scores 'positive' highest, by 1 nat for a real input and by 3 for the content-free one:
     raw scoring says positive, calibrated scoring says the runner-up."""
 
-    def classify(self, shared, rest, labels, cache=None, label_ids=None):
+    def classify(self, shared, rest, labels):
         lift = 3.0 if rest[-1][1] == "N/A" else 1.0
         lps = [lift if lab == "positive" else 0.0 for lab in labels]
         return Scored(labels[lps.index(max(lps))], 0.001, 10, 1, lps)
@@ -169,10 +166,23 @@ def test_calibration_is_chosen_on_validation(tmp_path, truth, calibrated):
     s = build(CandidateSpec(name="zero_shot", strategy="zero_shot", model="fake"))
     facts = s.fit(ctx)
     assert s.calibrate is calibrated and s.settings()["calibrate"] == "auto"
-    assert facts["notes"] == [f"contextual calibration {'on' if calibrated else 'off'}: accuracy on the 6 "
+    assert facts.notes[-1:] == [f"contextual calibration {'on' if calibrated else 'off'}: accuracy on the 6 "
                               f"validation records {1.0 if calibrated else 0.0:.2f} with it, "
                               f"{0.0 if calibrated else 1.0:.2f} without"]
     assert s.predict(ctx, TEST[0]).prediction == ("neg" if calibrated else "positive")
+
+
+def test_registered_strategies_are_selectable_without_editing_the_line_up():
+    from tunewise.bakeoff import default_candidates
+    from tunewise.runner import _select
+
+    lineup = default_candidates(TASK, "smollm2-135m")
+    assert "full_ft" not in {s.strategy for s in lineup}
+    chosen = _select(lineup, ["zero_shot", "full_ft"], "smollm2-135m")
+    assert [(s.name, s.strategy, s.model) for s in chosen] == [("zero_shot", "zero_shot", "smollm2-135m"),
+                                                                ("full_ft", "full_ft", "smollm2-135m")]
+    with pytest.raises(ConfigError, match="unknown nope.*full_ft"):
+        _select(lineup, ["nope"])
 
 
 def test_unknown_strategy_lists_the_known_ones():

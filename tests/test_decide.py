@@ -242,6 +242,48 @@ def test_full_evidence_gives_a_reason_per_criterion_with_numbers():
     assert_reasons_cite_numbers(v)
 
 
+def api_vs_lora(api_per_1k, lora_per_1k, monthly=None, p=0.4):
+    """An API model prompted zero-shot that the paired test cannot tell from LoRA, both priced."""
+    cands = demo_candidates() + [cand("zero_shot@gpt", "prompting", "zero_shot", 0.81, 0.75, 0.87, p95=400,
+                                      model="openai:gpt-4o-mini")]
+    comparisons = [cmp("lora", n, 0.83 - v, 0.001) for n, v in [("knn_few_shot", 0.72), ("zero_shot", 0.71),
+                                                                ("few_shot", 0.70), ("classical", 0.71),
+                                                                ("majority", 0.65)]]
+    comparisons += [cmp("lora", "zero_shot@gpt", 0.02, p), cmp("zero_shot@gpt", "majority", 0.16, 0.001)]
+    r = run(cands, comparisons=comparisons, cost_=cost(**{"classical": 0.001, "zero_shot": 0.02, "few_shot": 0.05,
+                                                          "knn_few_shot": 0.06, "lora": lora_per_1k,
+                                                          "zero_shot@gpt": api_per_1k}))
+    r.task["constraints"]["monthly_requests"] = monthly
+    return r
+
+
+def test_a_cheaper_api_model_that_ties_with_fine_tuning_is_prompted():
+    v = decide(api_vs_lora(api_per_1k=0.05, lora_per_1k=0.10), None, None)
+    assert v.decision == "PROMPT" and v.candidate == "zero_shot@gpt" and v.model == "openai:gpt-4o-mini"
+    assert "cannot be told from LoRA" in v.summary and "p = 0.4" in v.summary and "$0.05 vs" in v.summary
+    assert_reasons_cite_numbers(v)
+
+
+def test_fine_tuning_that_ties_with_an_api_model_wins_on_cost_at_the_stated_volume():
+    v = decide(api_vs_lora(api_per_1k=0.60, lora_per_1k=0.10, monthly=100_000), None, None)
+    assert v.decision == "FINE_TUNE" and v.candidate == "lora"
+    assert "100,000 requests a month" in v.summary and "training included" in v.summary
+    small = decide(api_vs_lora(api_per_1k=0.60, lora_per_1k=0.10, monthly=100_000), None, 500)
+    assert small.decision == "SMALL_MODEL"
+
+
+def test_a_tie_without_a_volume_or_prices_stays_insufficient_evidence():
+    assert decide(api_vs_lora(api_per_1k=0.60, lora_per_1k=0.10), None, None).decision == "INSUFFICIENT_EVIDENCE"
+    unpriced = api_vs_lora(api_per_1k=0.05, lora_per_1k=0.10)
+    unpriced.cost = None
+    assert decide(unpriced, None, None).decision == "INSUFFICIENT_EVIDENCE"
+
+
+def test_an_api_model_that_reaches_the_target_and_is_cheapest_is_prompted():
+    v = decide(api_vs_lora(api_per_1k=0.05, lora_per_1k=0.10, p=0.01), 0.74, None)
+    assert v.decision == "PROMPT" and v.candidate == "zero_shot@gpt"
+
+
 def test_over_budget_candidate_is_not_recommended():
     r = demo(compute=[ComputeEstimate(candidate="lora", params=1, trainable_params=1, tokens=1, flops=1e15,
                                       device_flops_per_s=1e11, estimated_seconds=10_000, budget_seconds=3600,

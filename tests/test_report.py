@@ -12,8 +12,9 @@ import pytest
 
 from tunewise.report import plots, render_html, render_markdown, write_report
 from tunewise.results import (
-    AdaptiveScoring, BreakEven, CandidateCost, CandidateResult, ClassScore, Comparison, ComputeEstimate, Confusion, Cost, CurvePoint,
-    EpochLoss, Forgetting, ForgettingEntry, Interval, LearningCurve, Look, Overfitting, Projection, Reason, RunResults,
+    AdaptiveScoring, ApiUse, BreakEven, CandidateCost, CandidateResult, ClassScore, Comparison, ComputeEstimate, Confusion,
+    Cost, CurvePoint, EpochLoss, Forgetting, ForgettingEntry, Interval, LearningCurve, Look, Overfitting, Projection, Reason,
+    RunResults,
     Verdict,
 )
 
@@ -134,6 +135,21 @@ def test_markdown_carries_verdict_candidates_and_numbers():
                  "Scored in 2 of 3 planned looks (100, 200, 300 records); stopped: separated",
                  "| 2 | 200 | 0.012 | lora | tfidf_logreg |"]:
         assert text in md, text
+
+
+def test_api_candidates_show_model_method_tokens_cost_and_latency_side_by_side():
+    r = full_results()
+    served = r.candidate("zero_shot")
+    served.model, served.scoring, served.unparsed = "openai:gpt-4o-mini", "generate", 3
+    served.api = ApiUse(base_url="https://api.openai.com/v1", model="gpt-4o-mini", input_per_mtok=0.15,
+                        output_per_mtok=0.6, requests=150)
+    row = next(line for line in render_markdown(r).splitlines() if line.startswith("| zero_shot |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2:5] == ["openai:gpt-4o-mini", "generate (HTTP), 3 unparsed", "ok"]
+    assert ["210.0 / 380.0 ms", "142 / 3", "$0.0230"] == cells[8:11]  # after the test records and two metrics
+    html = render_html(r)
+    for text in ["generate (HTTP), 3 unparsed", "https://api.openai.com/v1", "142 / 3", "$0.0230", "210.0 / 380.0 ms"]:
+        assert text in html, text
 
 
 def test_html_has_every_plot_and_section():

@@ -16,21 +16,29 @@ from pathlib import Path
 import numpy as np
 
 from tunewise.assets import DEFAULT_MODEL
-from tunewise.config import Budget, TaskSpec
+from tunewise.config import Budget, TaskSpec, model_config
 from tunewise.data.records import Record
 from tunewise.evaluate import confusion, per_class, score_all, sequential
 from tunewise.results import AdaptiveScoring, CandidateResult, Comparison, EpochLoss, Look
 from tunewise import __version__
 from tunewise.store import Store, make_key
 from tunewise.strategies import CandidateSpec, Context, ModelPool, build
+from tunewise.strategies.base import FitFacts
 from tunewise.ui import Progress
 
 LATENCY_SAMPLE = 16  # single requests timed per candidate; the rest goes through predict_many (batched on CUDA)
 SCORE_CHUNK = 32  # records per predict_many call (the progress bar moves between calls)
+PROMPTING = ("zero_shot", "few_shot", "knn_few_shot")
+# Model settings that change no prediction: left out of the candidate key (a new price re-prices, not re-runs).
+NOT_IN_KEY = {"api_key_env", "input_per_mtok", "output_per_mtok", "requests_per_second", "concurrency",
+              "timeout_s", "max_retries"}
+COUNT_NOTES = ("answers: ", "HTTP: ")  # notes rewritten after every chunk (counts so far)
+
 
 def default_candidates(task: TaskSpec, model: str = DEFAULT_MODEL, extra_models: list[str] | None = None,
-                       full_ft: bool = False) -> list[CandidateSpec]:
-    """The standard line-up: floors first, then prompting, then fine-tuning, per model."""
+                       full_ft: bool = False, prompt_models: list[str] | None = None) -> list[CandidateSpec]:
+    """The standard line-up: floors first, then prompting, then fine-tuning, per model; then prompting
+    only on each --prompt-model (served or local)."""
     specs = []
     if task.type == "classification":
         specs += [CandidateSpec(name="majority", strategy="majority"),
@@ -43,6 +51,9 @@ def default_candidates(task: TaskSpec, model: str = DEFAULT_MODEL, extra_models:
                   CandidateSpec(name=f"lora{suffix}", strategy="lora", model=m)]
         if full_ft:
             specs.append(CandidateSpec(name=f"full_ft{suffix}", strategy="full_ft", model=m))
+    for m in prompt_models or []:
+        short, _ = model_config(m, task.models)
+        specs += [CandidateSpec(name=f"{s}@{short}", strategy=s, model=m) for s in PROMPTING]
     return specs
 
 
@@ -52,8 +63,10 @@ def candidate_key(spec: CandidateSpec, settings: dict, data_key: str, task: Task
     from look to look under the same key (`data_key` fixes the test order)."""
     caps = budget.model_dump(exclude={"name", "curve_fractions", "probe_limit", "bootstrap", "test_first",
                                       "test_max", "scoring_seconds"})
+    served = model_config(spec.model, task.models)[1] if spec.model else None  # a models: entry or a server
+    extra = [served.model_dump(exclude=NOT_IN_KEY)] if served and (served.is_http or spec.model in task.models) else []
     return make_key("candidate", __version__, spec.strategy, spec.model, settings, data_key,
-                    task.model_dump(exclude={"target", "constraints", "name"}), caps, seed)
+                    task.model_dump(exclude={"target", "constraints", "name", "models"}), caps, seed, *extra)
 
 
 def score_predictions(task: TaskSpec, labels: list[str], predictions: list[str], test: list[Record],
@@ -114,6 +127,7 @@ class Contender:
     def _adopt(self, cached: dict) -> None:
         self.result = CandidateResult.model_validate(cached)
         self.result.predictions = list(cached.get("predictions", []))
+        self.result.answers = list(cached.get("answers", []))
         self.single_seconds = list(cached.get("single_seconds", []))
         self.token_sums = list(cached.get("token_sums", [0.0, 0.0]))
 
@@ -151,6 +165,7 @@ class Contender:
                     self.result.scoring_seconds = (self.result.scoring_seconds or 0.0) + time.perf_counter() - began
                     self.token_sums[0] += sum(s.prompt_tokens for s in scored)
                     self.token_sums[1] += sum(s.output_tokens for s in scored)
+                    _count(self.result, scored)
                     self.result.predictions += [s.prediction for s in scored]
                     advance(len(chunk))
                     self._save(test)
@@ -179,6 +194,8 @@ class Contender:
         self.progress.note(f"{self.spec.name}: preparing" + ("" if fresh else " again to score more records"))
         self.ctx.notes = []
         facts = self.strategy.fit(self.ctx)
+        if isinstance(facts, dict):  # an old-style strategy: its facts must still be ones FitFacts knows
+            facts = FitFacts.model_validate(facts)
         if fresh:  # a refit (after a resume) keeps the facts of the original fit
             _fill(self.result, facts)
             self.result.notes += self.ctx.notes
@@ -192,12 +209,14 @@ class Contender:
         seconds = np.array(self.single_seconds) * 1000
         latency = {"p50": float(np.percentile(seconds, 50)), "p95": float(np.percentile(seconds, 95)),
                    "mean": float(seconds.mean())} if len(seconds) else None
+        self.result.notes = [x for x in self.result.notes if not x.startswith(COUNT_NOTES)] + _count_notes(self.result)
         self.result = CandidateResult.model_validate(self.result.model_dump() | scores | {
-            "predictions": predictions, "test_records": n, "latency_samples": len(seconds), "latency_ms": latency,
+            "predictions": predictions, "answers": self.result.answers, "test_records": n, "latency_samples": len(seconds), "latency_ms": latency,
             "prompt_tokens_mean": self.token_sums[0] / n, "output_tokens_mean": self.token_sums[1] / n,
             "peak_memory_mb": self.result.peak_memory_mb or _peak_rss_mb()})
         self.store.put("candidate", self.key, self.result.model_dump(mode="json") | {
-            "predictions": predictions, "single_seconds": self.single_seconds, "token_sums": self.token_sums})
+            "predictions": predictions, "answers": self.result.answers, "single_seconds": self.single_seconds,
+            "token_sums": self.token_sums})
 
 
 def run_candidate(spec: CandidateSpec, ctx: Context, test: list[Record], store: Store, data_key: str,
@@ -206,14 +225,44 @@ def run_candidate(spec: CandidateSpec, ctx: Context, test: list[Record], store: 
     return Contender(spec, ctx, store, data_key, progress).score_upto(test, len(test))
 
 
-def _fill(result: CandidateResult, facts: dict) -> None:
-    """Training facts from fit."""
+def _fill(result: CandidateResult, facts: FitFacts) -> None:
+    """Training facts and the scoring method from fit; request counts start at zero."""
     for name in ("train_seconds", "train_tokens", "train_tokens_per_s", "peak_memory_mb", "artifact",
-                 "params", "trainable_params"):
-        if facts.get(name) is not None:
-            setattr(result, name, facts[name])
-    result.losses = [EpochLoss.model_validate(x, from_attributes=True) for x in facts.get("losses", [])]
-    result.notes += facts.get("notes", [])
+                 "params", "trainable_params", "scoring", "api"):
+        if getattr(facts, name) is not None:
+            setattr(result, name, getattr(facts, name))
+    result.losses = [EpochLoss.model_validate(x, from_attributes=True) for x in facts.losses]
+    result.notes += facts.notes
+    if facts.scoring in ("generate", "chat_logprobs"):
+        result.unparsed = 0
+
+
+def _count(result: CandidateResult, scored) -> None:
+    """Answers that named no label, and HTTP requests, retries and cache hits, over the records scored."""
+    if result.unparsed is not None:
+        result.unparsed += sum(s.unparsed for s in scored)
+    if result.scoring == "generate":
+        result.answers += [s.answer or "" for s in scored]
+    if result.api is not None:
+        result.api = result.api.model_copy(update={
+            "requests": result.api.requests + len(scored), "retries": result.api.retries + sum(s.retries for s in scored),
+            "cached": result.api.cached + sum(s.cached for s in scored)})
+
+
+def _count_notes(result: CandidateResult) -> list[str]:
+    """The counts as notes (rewritten after every chunk; they start with COUNT_NOTES)."""
+    notes, n = [], len(result.predictions)
+    if result.unparsed is not None and n:
+        what = "named no single label" if result.scoring == "generate" else "had no label among their top log-probs"
+        unparsed = [a for a, p in zip(result.answers, result.predictions) if not p and a]
+        examples = "; ".join(repr(a[:60] + ("…" if len(a) > 60 else "")) for a in unparsed[:3])
+        notes.append(f"answers: {result.unparsed} of {n} ({result.unparsed / n:.1%}) {what}: counted as wrong"
+                     + (f" (e.g. {examples})" if examples else ""))
+    if result.api is not None:
+        a = result.api
+        notes.append(f"HTTP: {a.requests} test requests to {a.base_url} ({a.model}), {a.retries} retries "
+                     f"(429/5xx/timeouts/connection/bad responses), {a.cached} answered from the store")
+    return notes
 
 
 def _peak_rss_mb() -> float:
@@ -258,7 +307,7 @@ def run_bakeoff(specs: list[CandidateSpec], *, task: TaskSpec, labels: list[str]
                 device: str = "auto") -> tuple[list[CandidateResult], AdaptiveScoring]:
     """Every candidate fitted and scored on the first look's records, then adaptive scoring of the
     rest of `test` (in its fixed order) for the options still in contention."""
-    pool = ModelPool(device=device)
+    pool = ModelPool(device=device, models=task.models, store=store, prices=task.constraints.prices)
     total = min(len(test), budget.test_max or len(test))
     sizes = sequential.look_sizes(budget.test_first or total, total)
     contenders = []

@@ -168,9 +168,14 @@ def run_cmd(data: Optional[Path] = DataArg, task: Optional[Path] = TaskOpt, demo
                                        "epochs, shots, curve points"),
             out: Optional[Path] = typer.Option(None, "--out", help="run folder (default ./tunewise-runs/<timestamp>)"),
             target: Optional[float] = typer.Option(None, "--target", help="score the task needs (overrides the task file)"),
-            candidates: Optional[str] = typer.Option(None, "--candidates", help="comma-separated strategies to run "
+            candidates: Optional[str] = typer.Option(None, "--candidates", help="comma-separated candidate names or "
+                                                     "registered strategies, e.g. zero_shot,lora,full_ft "
                                                      "(default: all that fit the task)"),
             also_model: list[str] = typer.Option([], "--also-model", help="a second model to compare (repeatable)"),
+            prompt_model: list[str] = typer.Option([], "--prompt-model", help="also prompt this model (zero-shot, "
+                                                   "few-shot, retrieved few-shot; repeatable): openai:gpt-4o-mini, "
+                                                   "http://127.0.0.1:8000/v1#NAME, a `models:` key of the task file "
+                                                   "or a local model"),
             full_ft: bool = typer.Option(False, "--full-ft", help="also run full fine-tuning (models under 500M)"),
             no_curve: bool = typer.Option(False, "--no-curve", help="skip the learning curve"),
             no_forgetting: bool = typer.Option(False, "--no-forgetting", help="skip the forgetting probe"),
@@ -199,19 +204,23 @@ def run_cmd(data: Optional[Path] = DataArg, task: Optional[Path] = TaskOpt, demo
     prep = _prepare(data, demo, task, test, skip_invalid, seed, model)
     if target is not None:
         prep.task = prep.task.model_copy(update={"target": target})
+    from tunewise.models.endpoint import check_prompt_models
+
+    check_prompt_models(prompt_model, prep.task.models)
     check_gate(gate, prep.task.target)
     warnings = check_split(prep.task, prep.split, prep.source, allow_unseen_labels=allow_unseen_labels)
     print_warnings(warnings, console)
-    _check_candidates(prep.task, model, also_model, full_ft, names)
+    _check_candidates(prep.task, model, also_model, full_ft, names, prompt_model)
     db = Store(store)
     clock = StageClock.for_run(db, out, prep.data_key, prep.task.model_dump(), bud.model_dump(), model, also_model,
-                               names, full_ft, seed, no_curve, no_forgetting, first="profile")
+                               names, full_ft, seed, no_curve, no_forgetting, prompt_model, first="profile")
     progress.on_activity = clock.beat
     profile, _ = _profile(prep, model, db, progress, bud.max_length)
     clock.lap("profile", then="compute_estimate")
     opts = RunOptions(budget=bud, out_dir=out, store=db, model=model, extra_models=also_model, candidates=names,
-                      full_ft=full_ft, seed=seed, device=dev.value, learning_curve=not no_curve,
-                      forgetting=not no_forgetting, profile=profile, clock=clock, warnings=warnings)
+                      prompt_models=prompt_model, full_ft=full_ft, seed=seed, device=dev.value,
+                      learning_curve=not no_curve, forgetting=not no_forgetting, profile=profile, clock=clock,
+                      warnings=warnings)
     results = run(prep, opts, progress)
     from tunewise.report.console import print_summary
 
@@ -219,12 +228,12 @@ def run_cmd(data: Optional[Path] = DataArg, task: Optional[Path] = TaskOpt, demo
     _gate(gate, results)
 
 
-def _check_candidates(task, model, also_model, full_ft, names) -> None:
+def _check_candidates(task, model, also_model, full_ft, names, prompt_models=()) -> None:
     """--candidates against the line-up this task and these flags give (unknown or unfit names fail now)."""
     from tunewise.bakeoff import default_candidates
     from tunewise.runner import _select
 
-    _select(default_candidates(task, model, also_model, full_ft), names)
+    _select(default_candidates(task, model, also_model, full_ft, list(prompt_models)), names, model)
 
 
 def _gate(gate: FailOn | None, results) -> None:

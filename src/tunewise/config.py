@@ -17,6 +17,9 @@ from tunewise.errors import ConfigError
 TaskType = Literal["classification", "generation"]
 MetricName = Literal["accuracy", "macro_f1", "exact_match", "token_f1", "rouge_l"]
 UpdateFrequency = Literal["never", "yearly", "monthly", "weekly", "daily", "realtime"]
+ScoringChoice = Literal["auto", "likelihood", "chat_logprobs", "generate"]
+SCORING_CHOICES: tuple[str, ...] = ("auto", "likelihood", "chat_logprobs", "generate")
+OPENAI_BASE_URL = "https://api.openai.com/v1"
 CLASSIFICATION_METRICS = ("accuracy", "macro_f1")
 GENERATION_METRICS = ("exact_match", "token_f1", "rouge_l")
 TASK_FILE_HELP = "see 'Data and task files' in the README for every key"
@@ -25,6 +28,8 @@ KEY_FIXES = {  # task-file keys whose errors need more than the expected type
               f"{', '.join(GENERATION_METRICS)}",
     "labels": "list the label set, e.g. `labels: [billing, bug, other]`, or leave it out to infer it from train",
     "input_template": "name record fields in braces, e.g. `input_template: \"{subject}: {body}\"`",
+    "api_key_env": "give the NAME of the environment variable that holds the key, e.g. OPENAI_API_KEY "
+                   "(never the key itself)",
 }
 
 
@@ -52,6 +57,35 @@ class Constraints(_Strict):
     prices: Prices = Field(default_factory=Prices)
 
 
+class ModelConfig(_Strict):
+    """A model to prompt (`models:` in the task file): local, or behind an OpenAI-compatible server."""
+
+    model: str | None = Field(None, description="served model name (HTTP) or local alias/folder/hub id; "
+                              "default: the entry's key")
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1; "
+                                 "absent: a local model")
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                    description="NAME of the environment variable that holds the API key "
+                                    "(the key itself never goes in a file)")
+    input_per_mtok: float | None = Field(None, ge=0, description="dollars per million input tokens "
+                                         "(default: constraints.prices.api_input_per_mtok)")
+    output_per_mtok: float | None = Field(None, ge=0, description="dollars per million output tokens "
+                                          "(default: constraints.prices.api_output_per_mtok)")
+    requests_per_second: float | None = Field(None, gt=0, description="request rate cap (absent: none)")
+    concurrency: int = Field(4, ge=1, le=64, description="requests in flight at once")
+    scoring: ScoringChoice = Field("auto", description="how labels are scored: auto (probe the server once), "
+                                   "likelihood, chat_logprobs or generate")
+    tokenizer: str | None = Field(None, description="local model (alias/folder) whose chat template and "
+                                  "tokenizer build prompts for likelihood scoring over /v1/completions; "
+                                  "default: the served name when it is a local model, else plain 'Role: text'")
+    timeout_s: float = Field(60.0, gt=0, description="seconds before a request times out (then retried)")
+    max_retries: int = Field(4, ge=0, le=20, description="retries after 429/5xx/timeouts/connection errors")
+
+    @property
+    def is_http(self) -> bool:
+        return self.base_url is not None
+
+
 class TaskSpec(_Strict):
     """What the task is and how it is judged."""
 
@@ -71,6 +105,8 @@ class TaskSpec(_Strict):
     test_file: str | None = Field(None, description="a held-out test file; otherwise a seeded split")
     delimiter: str | None = Field(None, description="CSV/TSV delimiter; from the file extension by default")
     constraints: Constraints = Field(default_factory=Constraints)
+    models: dict[str, ModelConfig] = Field(default_factory=dict,
+                                           description="models to prompt, by name (see --prompt-model)")
 
     @field_validator("metric")
     @classmethod
@@ -102,6 +138,34 @@ class TaskSpec(_Strict):
     def primary_metric(self) -> str:
         assert self.metric is not None
         return self.metric
+
+
+def model_config(spec: str, models: dict[str, ModelConfig] | None = None) -> tuple[str, ModelConfig]:
+    """(short name, settings) of a --prompt-model: a `models:` key, `openai:NAME`, `http(s)://HOST/v1#NAME`
+    or a local model (alias, folder, .gguf, hub id). A `models:` entry named NAME adds its settings."""
+    models = models or {}
+    if spec in models:
+        cfg = models[spec]
+        return spec, cfg if cfg.model else cfg.model_copy(update={"model": spec})
+    if spec.startswith("openai:"):
+        name = spec.split(":", 1)[1]
+        base = ModelConfig(base_url=OPENAI_BASE_URL, api_key_env="OPENAI_API_KEY")
+    elif spec.startswith(("http://", "https://")):
+        url, _, name = spec.partition("#")
+        if not name:
+            raise ConfigError(f"--prompt-model '{spec}': no served model name after '#'",
+                              fix="name it, e.g. http://127.0.0.1:8000/v1#smollm2 (GET /v1/models lists them)")
+        base = ModelConfig(base_url=url.rstrip("/"))
+    else:
+        return Path(spec).stem or spec, ModelConfig(model=spec)
+    if not name:
+        raise ConfigError(f"--prompt-model '{spec}': no model name", fix="e.g. openai:gpt-4o-mini")
+    extra = models.get(name)
+    update = {"model": name, "base_url": base.base_url}
+    cfg = (extra.model_copy(update=update) if extra is not None else base.model_copy(update=update))
+    if extra is None or extra.api_key_env is None:
+        cfg = cfg.model_copy(update={"api_key_env": base.api_key_env})
+    return Path(name).name or name, cfg
 
 
 def _check_template(template: str) -> None:
@@ -183,7 +247,7 @@ def _task_fix(err: dict) -> str:
             model = field.annotation if field is not None else None
         known = sorted(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
         return "remove it or correct its spelling" + (f"; known keys: {', '.join(known)}" if known else "")
-    if str(loc[-1] if loc else "") in KEY_FIXES and kind == "value_error":
+    if str(loc[-1] if loc else "") in KEY_FIXES and kind in ("value_error", "string_pattern_mismatch"):
         return KEY_FIXES[str(loc[-1])]
     ctx = err.get("ctx") or {}
     if ctx.get("expected"):

@@ -36,6 +36,18 @@ class EpochLoss(BaseModel):
     val_loss: float | None = None
 
 
+class ApiUse(BaseModel):
+    """A candidate prompted over HTTP: where, at what price, and how its test requests went."""
+
+    base_url: str  # never with credentials; the API key is never stored
+    model: str
+    input_per_mtok: float  # dollars per million input tokens
+    output_per_mtok: float
+    requests: int = 0  # test records asked
+    retries: int = 0  # repeated after 429/5xx/timeouts/connection errors or bad responses
+    cached: int = 0  # answered from the store's response cache (not paid again)
+
+
 class CandidateResult(BaseModel):
     """One option of the bake-off, scored on the frozen test split."""
 
@@ -64,7 +76,11 @@ class CandidateResult(BaseModel):
     artifact: str | None = None  # saved adapter / model folder
     settings: dict = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
+    scoring: str | None = None  # how labels were scored: likelihood | chat_logprobs | generate
+    unparsed: int | None = None  # answers that matched no label (counted as wrong)
+    api: ApiUse | None = None  # prompted over HTTP: endpoint, prices, request counts
     predictions: list[str] = Field(default_factory=list, exclude=True)  # kept in the store, not the JSON
+    answers: list[str] = Field(default_factory=list, exclude=True)  # generate-and-parse: raw answers (store only)
 
 
 class Comparison(BaseModel):

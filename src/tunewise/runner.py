@@ -38,7 +38,8 @@ class RunOptions:
     store: Store
     model: str = DEFAULT_MODEL
     extra_models: list[str] = field(default_factory=list)
-    candidates: list[str] | None = None  # registry names to keep; None: the default line-up
+    prompt_models: list[str] = field(default_factory=list)  # prompting candidates only (served or local)
+    candidates: list[str] | None = None  # names or registered strategies to run; None: the default line-up
     full_ft: bool = False
     seed: int = 0
     device: str = "auto"
@@ -67,7 +68,8 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
         data=prep.data_summary(), profile=opts.profile,
         environment={"python": platform.python_version(), "machine": platform.machine(), "device": opts.device,
                      "seed": seed, "store": str(opts.store.path)}, warnings=list(opts.warnings))
-    specs = _select(default_candidates(task, opts.model, opts.extra_models, opts.full_ft), opts.candidates)
+    specs = _select(default_candidates(task, opts.model, opts.extra_models, opts.full_ft, opts.prompt_models),
+                    opts.candidates, opts.model)
     clock = opts.clock or StageClock(first="compute_estimate")
     if opts.clock is None and opts.profile_seconds is not None:
         clock.laps["profile"] = opts.profile_seconds
@@ -132,16 +134,22 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
     return results
 
 
-def _select(specs: list[CandidateSpec], names: list[str] | None) -> list[CandidateSpec]:
+def _select(specs: list[CandidateSpec], names: list[str] | None, model: str = DEFAULT_MODEL) -> list[CandidateSpec]:
+    """The line-up's candidates named (by name or strategy), plus any registered strategy named that the
+    line-up lacks (e.g. full_ft), on the --model."""
     if not names:
         return specs
     from tunewise.errors import ConfigError
+    from tunewise.strategies import known
 
-    known = {s.strategy for s in specs} | {s.name for s in specs}
-    unknown = [n for n in names if n not in known]
+    lineup = {s.strategy for s in specs} | {s.name for s in specs}
+    unknown = [n for n in names if n not in lineup and n not in known()]
     if unknown:
-        raise ConfigError(f"--candidates: unknown {', '.join(unknown)}", fix=f"use some of {', '.join(sorted(known))}")
-    return [s for s in specs if s.strategy in names or s.name in names]
+        raise ConfigError(f"--candidates: unknown {', '.join(unknown)}",
+                          fix=f"use some of {', '.join(sorted(lineup | set(known())))}")
+    extra = [CandidateSpec(name=n, strategy=n, model=model) for n in dict.fromkeys(names)
+             if n not in lineup]
+    return [s for s in specs if s.strategy in names or s.name in names] + extra
 
 
 def _cached(store: Store, kind: str, key: str, compute, progress: Progress):

@@ -18,9 +18,12 @@ The rules, tried in order; the first that applies decides:
 5. Target out of reach, but the learning curve projects it reachable with more data -> COLLECT_MORE_DATA,
    citing the projected training size.
 6. Best option by score. If it is fine-tuned, it must beat the best other option in the paired test
-   (p < 0.05, diff > 0; without a test, by non-overlapping intervals) -> FINE_TUNE, else
-   INSUFFICIENT_EVIDENCE with the test size that would separate them. If it is not fine-tuned, the
-   cheapest option the paired tests cannot tell from it wins.
+   (p < 0.05, diff > 0; without a test, by non-overlapping intervals) -> FINE_TUNE. If it does not, cost
+   decides between it and the options the paired tests cannot tell from it, when all are priced: a
+   cheaper prompted (e.g. API) model wins (PROMPT; training left out, it can only add to fine-tuning's
+   cost), and the fine-tuned model wins when it is cheaper at the stated monthly volume, training
+   amortised (FINE_TUNE / SMALL_MODEL); else INSUFFICIENT_EVIDENCE with the test size that would
+   separate them. If it is not fine-tuned, the cheapest option the paired tests cannot tell from it wins.
 7. Freshness: knowledge that changes daily/realtime turns any verdict into RETRIEVAL unless the winner
    won clearly (a significant paired test, or reaching the target with its lower bound); then the
    summary warns that it would go stale.
@@ -196,6 +199,9 @@ def _finetune_vs_rest(f: Facts, best: CandidateResult, short: str) -> Choice:
         evidence = f"paired {fmt.p(test.p_value, test.alpha)}" if test else "intervals do not overlap"
         return Choice(f.decision_for(best), best,
                       f"{short}{_verb(f, best)}: {versus}, {evidence}.{_curve_note(f)}", clear=True)
+    by_cost = _cheaper_of_ties(f, best, short)
+    if by_cost is not None:
+        return by_cost
     need = _samples_needed(f.score(best).value, f.score(rival).value)
     have = f" (the test set has {fmt.count(f.test_size)})" if f.test_size else ""
     p_txt = f"paired {fmt.p(test.p_value, test.alpha)}" if test else "overlapping intervals"
@@ -203,6 +209,30 @@ def _finetune_vs_rest(f: Facts, best: CandidateResult, short: str) -> Choice:
             if need else "no realistic test set would separate them")
     return Choice("INSUFFICIENT_EVIDENCE", best,
                   f"{short}Not shown that fine-tuning helps: {versus}, {p_txt}; {more}.")
+
+
+def _cheaper_of_ties(f: Facts, best: CandidateResult, short: str) -> Choice | None:
+    """A fine-tuned best that the paired tests cannot tell from other options: the cheaper side wins when
+    every one is priced. The fine-tuned model must be cheaper at the stated volume (its training spread
+    over a year of it); an option cheaper than it without training is cheaper at any volume."""
+    ties = [c for c in f.eligible if c.family != "finetune"
+            and (t := f.paired(best, c)) is not None and not t.significant]
+    if not ties or f.cost(best) is None or any(f.cost(c) is None for c in ties):
+        return None
+    cheapest = min(ties, key=f.cost_key)
+    test = f.paired(best, cheapest)
+    same = (f"{label(cheapest)} {fmt.iv(f.score(cheapest))} cannot be told from {label(best)} "
+            f"{fmt.iv(f.score(best))} (paired {fmt.p(test.p_value, test.alpha)})")
+    volume = f" at {fmt.count(f.monthly_requests)} requests a month" if f.monthly_requests else ""
+    if f.cost(cheapest) < f.cost(best):
+        return Choice(f.decision_for(cheapest), cheapest,
+                      f"{short}{_verb(f, cheapest)}: {same}, and costs {fmt.cost_ratio(f.cost(cheapest), f.cost(best))}"
+                      f"{volume}.")
+    if f.monthly_requests and f.cost(best) < f.cost(cheapest):
+        return Choice(f.decision_for(best), best,
+                      f"{short}{_verb(f, best)}: {same} on quality, and costs "
+                      f"{fmt.cost_ratio(f.cost(best), f.cost(cheapest))}{volume}, training included.")
+    return None
 
 
 def _more_test(f: Facts) -> str:

@@ -11,7 +11,9 @@ HORIZON_MONTHS = 12
 
 DEFAULT_ASSUMPTIONS: dict = {
     "api": "API requests are billed per token: prompt tokens at the input price, output tokens at the "
-           "output price (dollars per million tokens).",
+           "output price (dollars per million tokens), as the server's `usage` reported them, at each served "
+           "model's own prices (models: in the task file), else the task's api prices. Likelihood scoring over "
+           "/v1/completions sends one prompt per label, so its tokens bound a one-answer deployment from above.",
     "self_hosted": "A self-hosted model serves one request at a time, so each request keeps the box busy for "
                    "its mean latency and costs latency/3600 x the hourly price (cpu_hour or gpu_hour); "
                    "batching would lower this, idle time would raise it.",

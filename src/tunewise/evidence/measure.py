@@ -184,19 +184,30 @@ def compute_estimate(name: str, method: str, params: int, trainable: int, tokens
 
 def cost_table(candidates: list[CandidateResult], prices: Prices, monthly: int | None, metric: str,
                on_gpu: bool) -> Cost:
-    """Cost per 1,000 requests from measured latency and tokens; break-even of fine-tuning vs prompting."""
+    """Cost per 1,000 requests from measured latency and tokens (HTTP candidates: their token usage at their
+    model's prices); break-even of fine-tuning vs prompting (an API model when one was prompted)."""
     rows = {}
     for c in candidates:
         if c.status != "ok" or c.latency_ms is None:
+            continue
+        if c.api is not None:
+            own = prices.model_copy(update={"api_input_per_mtok": c.api.input_per_mtok,
+                                            "api_output_per_mtok": c.api.output_per_mtok})
+            rows[c.name] = candidate_cost(c.name, "api", c.prompt_tokens_mean, c.output_tokens_mean, None, 0.0,
+                                          own, monthly)
             continue
         hosting = "none" if c.family in ("classical", "baseline") else ("gpu" if on_gpu else "cpu")
         rows[c.name] = candidate_cost(c.name, hosting, c.prompt_tokens_mean, c.output_tokens_mean,
                                       c.latency_ms["mean"] / 1000, c.train_seconds or 0.0, prices, monthly,
                                       train_on="gpu" if on_gpu else "cpu")
     cost = Cost(assumptions=DEFAULT_ASSUMPTIONS, candidates=list(rows.values()))
-    best = lambda fam: max((c for c in candidates if c.name in rows and c.family == fam),  # noqa: E731
-                           key=lambda c: c.metrics[metric].value, default=None)
-    ft, prompt = best("finetune"), best("prompting")
+
+    def best(family: str, api: bool | None = None):
+        pool = [c for c in candidates if c.name in rows and c.family == family
+                and (api is None or (c.api is not None) == api)]
+        return max(pool, key=lambda c: c.metrics[metric].value, default=None)
+
+    ft, prompt = best("finetune"), best("prompting", api=True) or best("prompting")
     if ft and prompt:
         cost.break_even = break_even(rows[ft.name], rows[prompt.name])
     return cost

@@ -1,10 +1,10 @@
-"""One small interface over a causal LM: build prompts, score labels, generate, measure perplexity.
+"""The local transformers model as a backend: build prompts, score labels, generate, measure perplexity.
 
-Classification is scored by label likelihood, never parsed from generated text (small models do
-not keep to a few-shot format). Each label is scored as its full token sequence plus the end-of-turn
-token, so multi-token labels and labels that are prefixes of others are handled. The prompt's
-shared prefix (system turn and static few-shot examples) is encoded once and its KV cache reused
-for every test input; every label is scored in the input's own forward pass.
+Classification is scored by label likelihood. Each label is scored as its full token sequence plus the
+end-of-turn token, so multi-token labels and labels that are prefixes of others are handled. The
+prompt's shared prefix (system turn and static few-shot examples) is encoded once and its KV cache kept
+here, keyed by its token ids, and reused for every input that follows it; every label is scored in the
+input's own forward pass.
 """
 
 from __future__ import annotations
@@ -13,35 +13,33 @@ import copy
 import inspect
 import math
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
 
 import torch
 
-Messages = list[tuple[str, str]]
+from tunewise.errors import ConfigError
+from tunewise.models.backend import Capabilities, Messages, Scored  # noqa: F401  (Scored re-exported)
+from tunewise.models.chat_format import ChatFormat
+
 # Inputs per forward. On CPU one at a time is as fast as any batch (measured on 2 cores: a forward of
 # ~150 tokens already runs the matmuls near their batched rate, and padding and masks cost more than
 # batching saves); on CUDA batches fill the device.
 SCORE_BATCH = 1
 SCORE_BATCH_CUDA = 32
 LABEL_TOKENS = 1024  # cap on inputs x label tokens per forward (every label follows every input)
-
-
-@dataclass
-class Scored:
-    """Per-item output of a scorer: the prediction and what it cost."""
-
-    prediction: str
-    seconds: float
-    prompt_tokens: int
-    output_tokens: int
-    label_logprobs: list[float] | None = None
+KEPT_PREFIXES = 4  # shared-prefix caches kept (one per distinct prefix: zero-shot, few-shot, probe...)
 
 
 class LanguageModel:
+    """A loaded causal LM; implements models.backend.Backend (method 'likelihood' and 'generate')."""
+
     def __init__(self, model, tokenizer, name: str):
         self.model, self.tokenizer, self.name = model, tokenizer, name
         self.device = next(model.parameters()).device
-        self._end = self._end_of_turn()
+        self.format = ChatFormat(tokenizer)
+        self._end = self.format.end
+        self._prefixes: OrderedDict[tuple[int, ...], object] = OrderedDict()
+        self._labels: dict[tuple[str, ...], list[list[int]]] = {}
         from tunewise.models.load import body_and_head
 
         # Only the last positions' logits are needed (first label token, the labels' own positions):
@@ -54,42 +52,51 @@ class LanguageModel:
 
     # -- prompts ---------------------------------------------------------------------------
     def render(self, messages: Messages, *, add_generation_prompt: bool) -> str:
-        """Messages -> prompt text with the model's chat template (plain text when it has none)."""
-        chat = [{"role": r, "content": c} for r, c in messages]
-        if self.tokenizer.chat_template:
-            return self.tokenizer.apply_chat_template(chat, tokenize=False,
-                                                      add_generation_prompt=add_generation_prompt)
-        text = "\n\n".join(f"{r.title()}: {c}" for r, c in messages)
-        return text + ("\n\nAssistant:" if add_generation_prompt else "")
+        return self.format.render(messages, add_generation_prompt=add_generation_prompt)
 
     def encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def _end_of_turn(self) -> str:
-        """The text that closes an assistant turn (so 'neg' and 'negative' are told apart)."""
-        probe = self.render([("user", "x"), ("assistant", "LABEL")], add_generation_prompt=False)
-        tail = probe.split("LABEL", 1)[1] if "LABEL" in probe else ""
-        return tail.rstrip("\n") or (self.tokenizer.eos_token or "")
+        return self.format.encode(text)
 
     def split_prompt(self, shared: Messages, rest: Messages) -> tuple[list[int], list[int]]:
-        """Token ids of the shared prefix and of the rest, tokenised separately at a turn boundary."""
-        full = self.render(shared + rest, add_generation_prompt=True)
-        prefix = self.render(shared, add_generation_prompt=False) if shared else ""
-        if not full.startswith(prefix):  # template does not compose turn by turn: no sharing
-            return [], self.encode(full)
-        return self.encode(prefix), self.encode(full[len(prefix):])
+        return self.format.split_prompt(shared, rest)
+
+    # -- backend interface -----------------------------------------------------------------
+    def capabilities(self) -> Capabilities:
+        return Capabilities(prompt_logprobs=True, chat_logprobs=False, trainable=True)
+
+    def score_labels(self, shared: Messages, rests: list[Messages], labels: list[str],
+                     method: str = "likelihood") -> list[Scored]:
+        if method != "likelihood":
+            raise ConfigError(f"model '{self.name}': a local model scores labels by 'likelihood', not '{method}'",
+                              fix="use scoring: likelihood or generate")
+        return self.classify_many(shared, rests, labels)
+
+    def generate(self, conversations: list[Messages], max_new_tokens: int = 64) -> list[Scored]:
+        return [self.generate_one(messages, max_new_tokens) for messages in conversations]
 
     # -- label scoring ---------------------------------------------------------------------
     def label_ids(self, labels: list[str]) -> list[list[int]]:
-        return [self.encode(label + self._end) for label in labels]
+        key = tuple(labels)
+        if key not in self._labels:
+            self._labels[key] = self.format.label_ids(labels)
+        return self._labels[key]
 
     @torch.inference_mode()
     def prefix_cache(self, prefix_ids: list[int]):
+        """The KV cache of a shared prefix, computed once per distinct prefix and kept (never changed by
+        scoring, which works on a copy)."""
         from transformers import DynamicCache
 
+        key = tuple(prefix_ids)
+        if key in self._prefixes:
+            self._prefixes.move_to_end(key)
+            return self._prefixes[key]
         cache = DynamicCache(config=self.model.config)
         if prefix_ids:
             self._last_logits(torch.tensor([prefix_ids], device=self.device), cache, keep=0)
+        self._prefixes[key] = cache
+        if len(self._prefixes) > KEPT_PREFIXES:
+            self._prefixes.popitem(last=False)
         return cache
 
     def _last_logits(self, ids: torch.Tensor, cache, keep: int, **kw) -> torch.Tensor | None:
@@ -111,7 +118,7 @@ class LanguageModel:
         return max(1, min(size, LABEL_TOKENS // max(label_tokens, 1)))
 
     @torch.inference_mode()
-    def score_labels(self, cache, prefix_len: int, inputs: list[list[int]], label_ids: list[list[int]]) -> torch.Tensor:
+    def label_logprobs(self, cache, prefix_len: int, inputs: list[list[int]], label_ids: list[list[int]]) -> torch.Tensor:
         """[inputs, labels] sums of log P(label tokens | prefix + input), in one forward for the batch.
 
         Each row holds one input, left-padded so that all inputs end at the same column, followed by
@@ -166,7 +173,7 @@ class LanguageModel:
 
     def classify(self, shared: Messages, rest: Messages, labels: list[str], cache=None,
                  label_ids: list[list[int]] | None = None) -> Scored:
-        """Pick the most likely label. Pass `cache` from prefix_cache(shared) to reuse it."""
+        """Pick the most likely label (the shared prefix's cache is kept and reused: see prefix_cache)."""
         return self.classify_many(shared, [rest], labels, cache=cache, label_ids=label_ids)[0]
 
     def classify_many(self, shared: Messages, rests: list[Messages], labels: list[str], cache=None,
@@ -187,7 +194,7 @@ class LanguageModel:
         for start in range(0, len(order), size):
             batch = order[start:start + size]
             began = time.perf_counter()
-            lps = self.score_labels(cache, len(prefix_ids), [split[i][1] for i in batch], label_ids)
+            lps = self.label_logprobs(cache, len(prefix_ids), [split[i][1] for i in batch], label_ids)
             share = (time.perf_counter() - began) / len(batch)
             for row, i in enumerate(batch):
                 scores = lps[row].tolist()
@@ -198,7 +205,7 @@ class LanguageModel:
 
     # -- generation and perplexity ---------------------------------------------------------
     @torch.inference_mode()
-    def generate(self, messages: Messages, max_new_tokens: int = 64) -> Scored:
+    def generate_one(self, messages: Messages, max_new_tokens: int = 64) -> Scored:
         """Greedy decoding; stops at end of turn, end of sequence or max_new_tokens."""
         start = time.perf_counter()
         ids = self.encode(self.render(messages, add_generation_prompt=True))

@@ -85,6 +85,12 @@ def _materialise(ref: ModelRef) -> str:
     return str(target)
 
 
+def model_folder(name: str) -> str:
+    """A transformers folder for a model name (the shipped GGUF converted once): what a local server
+    such as `transformers serve` can load."""
+    return _materialise(resolve(name))
+
+
 def pick_device(device: str = "auto") -> str:
     import torch
 

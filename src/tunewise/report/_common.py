@@ -144,6 +144,21 @@ def fmt_latency(lat: dict[str, float] | None) -> str:
     return f"{ms(lat.get('p50'))} / {ms(lat.get('p95'))} ms"
 
 
+def fmt_tokens(c: CandidateResult) -> str:
+    """Mean tokens per request, in / out ('—' for options that use none)."""
+    if not c.prompt_tokens_mean and not c.output_tokens_mean:
+        return "—"
+    return f"{fmt(c.prompt_tokens_mean, 0)} / {fmt(c.output_tokens_mean, 0)}"
+
+
+def fmt_method(c: CandidateResult) -> str:
+    """How a candidate's labels were scored, and where: 'generate (HTTP), 3 unparsed'."""
+    if not c.scoring:
+        return "—"
+    text = c.scoring + (" (HTTP)" if c.api else "")
+    return text + (f", {c.unparsed} unparsed" if c.unparsed else "")
+
+
 def fmt_p(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 

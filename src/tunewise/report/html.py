@@ -68,7 +68,8 @@ def _env() -> Environment:
     env = Environment(loader=PackageLoader("tunewise.report", "templates"), autoescape=True,
                       trim_blocks=True, lstrip_blocks=True)
     env.filters.update(num=C.fmt, anynum=C.fmt_any, iv=C.fmt_iv, siv=C.fmt_signed_iv, money=C.fmt_money, secs=C.fmt_seconds,
-                       lat=C.fmt_latency, pval=C.fmt_p, fit=C.curve_fit_text)
+                       lat=C.fmt_latency, pval=C.fmt_p, fit=C.curve_fit_text, tokens=C.fmt_tokens,
+                       method=C.fmt_method)
     return env
 
 

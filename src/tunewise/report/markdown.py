@@ -75,12 +75,12 @@ def _candidates(r: RunResults) -> list[str]:
     if not r.candidates:
         return out + _absent("candidates")
     metrics, costs = C.metric_names(r), C.cost_per_1k(r)
-    head = ["name", "family", "model", "status", "test records"] + [f"{m} [95% CI]" for m in metrics] + [
-        "latency p50/p95", "prompt tokens", "train time", "tokens/s", "cost/1k", "error"]
-    rows = [[c.name, c.family, c.model or "—", c.status, C.fmt_any(c.test_records)]
-            + [C.fmt_iv(c.metrics.get(m)) for m in metrics] + [
-        C.fmt_latency(c.latency_ms), C.fmt(c.prompt_tokens_mean, 0), C.fmt_seconds(c.train_seconds),
-        C.fmt(c.train_tokens_per_s, 0), C.fmt_money(costs.get(c.name)), c.error or ""] for c in r.candidates]
+    head = ["name", "family", "model", "scoring", "status", "test records"] + [f"{m} [95% CI]" for m in metrics] + [
+        "latency p50/p95", "tokens in/out", "cost/1k", "train time", "tokens/s", "error"]
+    rows = [[c.name, c.family, c.model or "—", C.fmt_method(c), c.status, C.fmt_any(c.test_records)]
+            + [C.fmt_iv(c.metrics.get(m)) for m in metrics]
+            + [C.fmt_latency(c.latency_ms), C.fmt_tokens(c), C.fmt_money(costs.get(c.name)),
+               C.fmt_seconds(c.train_seconds), C.fmt(c.train_tokens_per_s, 0), c.error or ""] for c in r.candidates]
     return out + _table(head, rows)
 
 
@@ -200,6 +200,7 @@ def _settings(r: RunResults) -> list[str]:
               "time per stage (seconds)": r.stage_seconds}
     blocks.update({f"candidate {c.name}": {"strategy": c.strategy, "model": c.model, "params": c.params,
                                             "trainable_params": c.trainable_params, "artifact": c.artifact,
+                                            "scoring": c.scoring, "api": c.api.model_dump() if c.api else None,
                                             "settings": c.settings, "notes": c.notes} for c in r.candidates})
     for name, value in blocks.items():
         out += [f"### {_t(name)}", ""] + _block(json.dumps(value, indent=2, default=str, ensure_ascii=False), "json") + [""]

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tunewise.config import Budget, TaskSpec
+from tunewise.config import Budget, ModelConfig, Prices, TaskSpec, model_config
 from tunewise.data.records import Record
 from tunewise.errors import ConfigError
-from tunewise.models.lm import Scored
+from tunewise.models.backend import Scored
+from tunewise.results import ApiUse, EpochLoss
+
+Family = Literal["baseline", "classical", "prompting", "retrieval", "finetune"]
 
 
 class CandidateSpec(BaseModel):
@@ -47,20 +50,45 @@ class Context:
     notes: list[str] = field(default_factory=list)
 
 
+class FitFacts(BaseModel):
+    """What fitting measured; every field optional (prompting trains nothing, majority knows nothing)."""
+
+    model_config = ConfigDict(extra="forbid")
+    train_records: int | None = None
+    train_seconds: float | None = None
+    train_tokens: int | None = None
+    train_tokens_per_s: float | None = None
+    peak_memory_mb: float | None = None
+    artifact: str | None = None  # saved adapter / model folder
+    params: int | None = None
+    trainable_params: int | None = None
+    losses: list[EpochLoss] = Field(default_factory=list)
+    scoring: str | None = None  # how labels are scored: likelihood | chat_logprobs | generate
+    api: ApiUse | None = None  # prompted over HTTP: endpoint and prices
+    notes: list[str] = Field(default_factory=list)
+
+
 class Strategy(Protocol):
-    family: str
+    family: Family
 
     def settings(self) -> dict:
         """Every setting that changes the result (goes into the cache key and the report)."""
 
-    def fit(self, ctx: Context) -> dict:
-        """Prepare on training data; returns training facts (seconds, tokens, losses, artifact...)."""
+    def fit(self, ctx: Context) -> FitFacts:
+        """Prepare on training data; returns what it measured (seconds, tokens, losses, artifact...)."""
 
     def predict(self, ctx: Context, record: Record) -> Scored:
-        """Predict one test record."""
+        """Predict one test record (a single request: the bake-off times these for latency)."""
 
-    # Optional: `predict_many(ctx, records) -> list[Scored]` predicts in batches; the bake-off then
-    # times single requests on a sample for latency and batches the rest.
+    def predict_many(self, ctx: Context, records: list[Record]) -> list[Scored]:
+        """Predict many records at once (batched or concurrent), in order."""
+
+
+class OneAtATime:
+    """predict_many for strategies with nothing to batch."""
+
+    def predict_many(self, ctx: Context, records: list[Record]) -> list[Scored]:
+        return [self.predict(ctx, r) for r in records]  # type: ignore[attr-defined]
 
 
 _REGISTRY: dict[str, Callable[[CandidateSpec], Strategy]] = {}
@@ -85,11 +113,52 @@ def known() -> list[str]:
 
 
 class ModelPool:
-    """Loads each base model once per run and shares it between prompting strategies."""
+    """Loads each base model once per run and shares it between prompting strategies; builds the HTTP
+    backends of served models (`models:` in the task file, --prompt-model)."""
 
-    def __init__(self, device: str = "auto", dtype: str = "auto"):
+    def __init__(self, device: str = "auto", dtype: str = "auto", *, models: dict[str, ModelConfig] | None = None,
+                 store=None, prices: Prices | None = None):
         self.device, self.dtype = device, dtype
+        self.models, self.store, self.prices = models or {}, store, prices or Prices()
         self._lms: dict[str, object] = {}
+        self._http: dict[str, object] = {}
+
+    def config(self, name: str) -> tuple[str, ModelConfig]:
+        """(short name, settings) of a model as the candidate names it (see config.model_config)."""
+        return model_config(name, self.models)
+
+    def backend(self, name: str):
+        """The backend for a model name: local (LanguageModel) or HTTP (HttpBackend)."""
+        short, cfg = self.config(name)
+        if not cfg.is_http:
+            return self.lm(cfg.model or name)
+        if name not in self._http:
+            from tunewise.models.chat_format import ChatFormat
+            from tunewise.models.http import HttpBackend
+
+            self._http[name] = HttpBackend(short, cfg, self.store, ChatFormat(self._tokenizer(cfg)))
+        return self._http[name]
+
+    def api_use(self, name: str) -> ApiUse | None:
+        """Endpoint and prices of an HTTP model (its own, else the task's API prices); None when local."""
+        _, cfg = self.config(name)
+        if not cfg.is_http:
+            return None
+        from tunewise.models.endpoint import public_url
+
+        return ApiUse(base_url=public_url(cfg.base_url or ""), model=cfg.model or name,
+                      input_per_mtok=self.prices.api_input_per_mtok if cfg.input_per_mtok is None
+                      else cfg.input_per_mtok,
+                      output_per_mtok=self.prices.api_output_per_mtok if cfg.output_per_mtok is None
+                      else cfg.output_per_mtok)
+
+    @staticmethod
+    def _tokenizer(cfg: ModelConfig):
+        """The local tokenizer that renders prompts for likelihood scoring over HTTP, when there is one."""
+        from tunewise.models.load import ALIASES, load_tokenizer
+
+        name = cfg.tokenizer or (cfg.model if cfg.model in ALIASES or Path(cfg.model or "").is_dir() else None)
+        return load_tokenizer(name) if name else None
 
     def lm(self, name: str):
         from tunewise.models.lm import LanguageModel

@@ -8,8 +8,8 @@ from collections import Counter
 
 from tunewise.data.records import Record
 from tunewise.errors import ConfigError
-from tunewise.models.lm import Scored
-from tunewise.strategies.base import CandidateSpec, Context, register
+from tunewise.models.backend import Scored
+from tunewise.strategies.base import CandidateSpec, Context, Family, FitFacts, OneAtATime, register
 
 
 def _classification_only(ctx: Context, name: str) -> None:
@@ -18,8 +18,8 @@ def _classification_only(ctx: Context, name: str) -> None:
 
 
 @register("majority")
-class Majority:
-    family = "baseline"
+class Majority(OneAtATime):
+    family: Family = "baseline"
 
     def __init__(self, spec: CandidateSpec):
         self.spec = spec
@@ -27,18 +27,18 @@ class Majority:
     def settings(self) -> dict:
         return {}
 
-    def fit(self, ctx: Context) -> dict:
+    def fit(self, ctx: Context) -> FitFacts:
         _classification_only(ctx, "majority")
         self.label = Counter(r.output for r in ctx.train).most_common(1)[0][0]
-        return {}
+        return FitFacts()
 
     def predict(self, ctx: Context, record: Record) -> Scored:
         return Scored(self.label, 0.0, 0, 0)
 
 
 @register("classical")
-class TfidfLogistic:
-    family = "classical"
+class TfidfLogistic(OneAtATime):
+    family: Family = "classical"
 
     def __init__(self, spec: CandidateSpec):
         self.spec = spec
@@ -48,7 +48,7 @@ class TfidfLogistic:
     def settings(self) -> dict:
         return {"vectorizer": "tfidf", "ngram_range": list(self.ngrams), "C": self.c, "class_weight": "balanced"}
 
-    def fit(self, ctx: Context) -> dict:
+    def fit(self, ctx: Context) -> FitFacts:
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
@@ -59,7 +59,7 @@ class TfidfLogistic:
             TfidfVectorizer(ngram_range=self.ngrams, sublinear_tf=True, min_df=1),
             LogisticRegression(C=self.c, max_iter=2000, class_weight="balanced"))
         self.pipe.fit([r.text for r in ctx.train], [r.output for r in ctx.train])
-        return {"train_seconds": time.perf_counter() - start}
+        return FitFacts(train_seconds=time.perf_counter() - start)
 
     def predict(self, ctx: Context, record: Record) -> Scored:
         start = time.perf_counter()

@@ -14,8 +14,9 @@ from tunewise.data.records import Record
 from tunewise.data.split import nested_fraction
 from tunewise.errors import ConfigError
 from tunewise.files import write_atomic
-from tunewise.models.lm import LanguageModel, Scored
-from tunewise.strategies.base import CandidateSpec, Context, register
+from tunewise.models.backend import Scored
+from tunewise.models.lm import LanguageModel
+from tunewise.strategies.base import CandidateSpec, Context, Family, FitFacts, register
 from tunewise.strategies.prompts import input_turns, system_turn
 
 FULL_FT_MAX_PARAMS = 500_000_000
@@ -23,7 +24,7 @@ FACTS = "facts.json"  # beside the adapter kept in the store: what training meas
 
 
 class FineTune:
-    family = "finetune"
+    family: Family = "finetune"
     method = "lora"
 
     def __init__(self, spec: CandidateSpec):
@@ -57,7 +58,7 @@ class FineTune:
         return [Example(prompt_ids=lm.encode(lm.render(system + input_turns(r), add_generation_prompt=True)),
                         completion_ids=lm.label_ids([r.output])[0]) for r in records]
 
-    def fit(self, ctx: Context) -> dict:
+    def fit(self, ctx: Context) -> FitFacts:
         from tunewise.models.load import count_params, load_model
         from tunewise.models.train import save_artifact, train
 
@@ -71,7 +72,6 @@ class FineTune:
         base = LanguageModel(model, tokenizer, self.model_name)
         records = nested_fraction(ctx.train, self.fraction, seed=ctx.seed,
                                   stratified=ctx.task.type == "classification")
-        self._label_ids, self._cache = None, None
         trained = (ctx.checkpoint_dir / "trained") if ctx.checkpoint_dir and self.method == "lora" else None
         if trained is not None and (trained / FACTS).is_file():
             return self._load_trained(model, tokenizer, trained, ctx)
@@ -81,29 +81,30 @@ class FineTune:
         artifact = save_artifact(result.model, tokenizer, ctx.work_dir / ("adapter" if self.method == "lora" else "model"))
         if trained is not None:  # kept in the store: a resumed run scores more records without retraining
             save_artifact(result.model, tokenizer, trained)
-        facts = {"train_records": len(records), "train_seconds": result.seconds, "train_tokens": result.tokens,
-                "train_tokens_per_s": result.tokens_per_s, "peak_memory_mb": result.peak_memory_mb,
-                "losses": result.losses, "artifact": str(artifact), "params": params,
-                "trainable_params": count_params(result.model)[1],
-                "notes": ([f"stopped early after epoch {result.best_epoch}"] if result.stopped_early else [])
-                + ([f"resumed from step {result.resumed_from_step}"] if result.resumed_from_step else [])
-                + ([result.checkpoint_refused] if result.checkpoint_refused else [])}
+        facts = FitFacts(
+            train_records=len(records), train_seconds=result.seconds, train_tokens=result.tokens,
+            train_tokens_per_s=result.tokens_per_s, peak_memory_mb=result.peak_memory_mb,
+            losses=list(result.losses), artifact=str(artifact), params=params,
+            trainable_params=count_params(result.model)[1],
+            scoring="likelihood" if ctx.task.type == "classification" else None,
+            notes=([f"stopped early after epoch {result.best_epoch}"] if result.stopped_early else [])
+            + ([f"resumed from step {result.resumed_from_step}"] if result.resumed_from_step else [])
+            + ([result.checkpoint_refused] if result.checkpoint_refused else []))
         if trained is not None:  # written last: its presence means the adapter beside it is complete
-            write_atomic(trained / FACTS, json.dumps(facts | {"losses": [e.model_dump() for e in result.losses]}))
+            write_atomic(trained / FACTS, facts.model_dump_json())
         self._ready(result.model, tokenizer, ctx)  # merges the adapter: after every save
         return facts
 
     def _ready(self, model, tokenizer, ctx: Context) -> None:
         self.lm = LanguageModel(self._for_scoring(model, ctx.device), tokenizer, self.model_name)
-        self._label_ids = self.lm.label_ids(ctx.labels) if ctx.task.type == "classification" else None
 
-    def _load_trained(self, base_model, tokenizer, trained, ctx: Context) -> dict:
+    def _load_trained(self, base_model, tokenizer, trained, ctx: Context) -> FitFacts:
         """The adapter this candidate trained before (kept in the store), instead of training again."""
         from peft import PeftModel
 
         self._ready(PeftModel.from_pretrained(base_model, str(trained)), tokenizer, ctx)
-        facts = json.loads((trained / FACTS).read_text())
-        return facts | {"notes": facts.get("notes", []) + ["trained adapter loaded from the store"]}
+        facts = FitFacts.model_validate(json.loads((trained / FACTS).read_text()))
+        return facts.model_copy(update={"notes": facts.notes + ["trained adapter loaded from the store"]})
 
     @staticmethod
     def _for_scoring(model, device: str):
@@ -120,10 +121,8 @@ class FineTune:
     def predict_many(self, ctx: Context, records: list[Record]) -> list[Scored]:
         rests = [input_turns(r) for r in records]
         if not records or ctx.task.type == "generation":
-            return [self.lm.generate(self.system + rest) for rest in rests]
-        if self._cache is None:
-            self._cache = self.lm.prefix_cache(self.lm.split_prompt(self.system, rests[0])[0])
-        return self.lm.classify_many(self.system, rests, ctx.labels, cache=self._cache, label_ids=self._label_ids)
+            return self.lm.generate([self.system + rest for rest in rests])
+        return self.lm.score_labels(self.system, rests, ctx.labels)
 
 
 @register("lora")

@@ -2,7 +2,10 @@
 
 All three build the same system turn and differ only in which training examples precede the
 input. Examples come from the training records only, never from the test split. Classification
-is scored by label likelihood; with `calibrate` the label scores are corrected by the scores the
+is scored through the model's backend (models/backend.py: local or HTTP) by the best method it
+supports (label likelihood, chat answer log-probabilities, or generate and parse), or the one the
+model's `scoring:` or the `scoring` option names; the method goes into the candidate's notes.
+With `calibrate` (likelihood only) the label scores are corrected by the scores the
 model gives a content-free input ("N/A"), which removes its prior for some labels
 (contextual calibration, Zhao et al. 2021). Calibration equalises the label prior, which helps a
 model that favours a wrong label and hurts on skewed data, so by default (`calibrate: auto`) it is
@@ -17,16 +20,25 @@ from collections import defaultdict
 import numpy as np
 
 from tunewise.assets import DEFAULT_MODEL
+from tunewise.config import SCORING_CHOICES
 from tunewise.data.records import Record
-from tunewise.models.lm import Scored
-from tunewise.strategies.base import CandidateSpec, Context, register
-from tunewise.strategies.prompts import example_turns, input_turns, system_turn
+from tunewise.errors import ConfigError
+from tunewise.models.backend import Scored, answer_tokens
+from tunewise.strategies.base import CandidateSpec, Context, Family, FitFacts, register
+from tunewise.strategies.prompts import example_turns, input_turns, parse_label, system_turn
 
 CONTENT_FREE = "N/A"
+METHOD_NOTES = {
+    "likelihood": "labels scored by their full log-likelihood",
+    "chat_logprobs": "labels scored by the chat answer's token log-probabilities (top {k}; exact for the label "
+                     "the model wrote, an upper bound for the others)",
+    "generate": "labels read from a short greedy answer (generate and parse; an answer naming no single label "
+                "counts as wrong)",
+}
 
 
 class PromptStrategy:
-    family = "prompting"
+    family: Family = "prompting"
     uses_examples = False
     per_record_examples = False  # examples differ per input (retrieved): they follow the shared prefix
     calibrate_default: bool | str = "auto"
@@ -39,29 +51,60 @@ class PromptStrategy:
         self.calibration_mode = mode if mode == "auto" else bool(mode)
         self.calibrate = bool(mode)
         self.max_new_tokens = int(spec.options.get("max_new_tokens", 64))
+        self.scoring = spec.options.get("scoring")  # None: the model's `scoring:`, else the best it supports
+        if self.scoring is not None and self.scoring not in SCORING_CHOICES:
+            raise ConfigError(f"candidate '{spec.name}': option scoring '{self.scoring}' is unknown",
+                              fix=f"use one of {', '.join(SCORING_CHOICES)}")
 
     def settings(self) -> dict:
         s = {"model": self.model_name, "calibrate": self.calibration_mode}
         if self.uses_examples:
             s["k"] = self.k
+        if self.scoring is not None:
+            s["scoring"] = self.scoring
         return s
 
-    def fit(self, ctx: Context) -> dict:
+    def fit(self, ctx: Context) -> FitFacts:
         if self.uses_examples and self.k is None:
             self.k = ctx.budget.shots
-        self.lm = ctx.models.lm(self.model_name)
+        self.backend = ctx.models.backend(self.model_name)
+        self.method = self._method(ctx)
         self.system = system_turn(ctx.task, ctx.labels)
         self.prepare(ctx)
-        self._shared_prefix: tuple | None = None
-        self._label_ids = self.lm.label_ids(ctx.labels) if ctx.task.type == "classification" else None
         self._prior: dict[tuple, list[float]] = {}
-        notes = []
+        notes = [self._method_note(ctx)] if ctx.task.type == "classification" else []
+        if self.method != "likelihood" and self.calibrate and self.calibration_mode != "auto":
+            raise ConfigError(f"candidate '{self.spec.name}': calibrate needs full label log-likelihoods, and "
+                              f"this model is scored by {self.method}", fix="set calibrate: auto or false")
         if self.calibration_mode == "auto":
             self.calibrate = False
-            if ctx.task.type == "classification" and ctx.validation:
+            if self.method == "likelihood" and ctx.validation:
                 self.calibrate, note = self._choose_calibration(ctx)
                 notes.append(note)
-        return {"notes": notes}
+        classification = ctx.task.type == "classification"
+        return FitFacts(scoring=self.method if classification else None, api=ctx.models.api_use(self.model_name),
+                        notes=notes)
+
+    def _method(self, ctx: Context) -> str:
+        """Option `scoring`, else the model's `scoring:`, else the best its backend supports."""
+        if ctx.task.type == "generation":
+            return "generate"
+        _, cfg = ctx.models.config(self.model_name)
+        chosen = self.scoring or cfg.scoring
+        caps = self.backend.capabilities()
+        if chosen == "auto":
+            return caps.best_method()
+        if not caps.supports(chosen):
+            raise ConfigError(f"candidate '{self.spec.name}': model '{self.model_name}' cannot score labels by "
+                              f"{chosen}", fix=f"use scoring: auto or {caps.best_method()}")
+        return chosen
+
+    def _method_note(self, ctx: Context) -> str:
+        from tunewise.models.http import TOP_LOGPROBS
+
+        note = f"{METHOD_NOTES[self.method].format(k=TOP_LOGPROBS)} ({self.backend.name}"
+        probe = getattr(self.backend, "probe_note", "")
+        return note + (f"; {probe})" if probe else ")")
 
     def _choose_calibration(self, ctx: Context) -> tuple[bool, str]:
         """Calibrate or not, whichever scores better on the validation slice (ties: not)."""
@@ -94,48 +137,46 @@ class PromptStrategy:
 
     def _predict_many(self, ctx: Context, records: list[Record], calibrate: bool) -> list[tuple[Scored, str]]:
         """(scored, raw prediction) per record: `scored.prediction` is calibrated when asked, the raw
-        one is not. Classification over one label set is scored in batches."""
+        one is not. Classification over one label set is scored in one backend call."""
         if not records:
             return []
         examples = self.examples_for(records)
         shared = self.system + (example_turns(examples[0]) if examples and not self.per_record_examples else [])
         rests = [(example_turns(ex) if self.per_record_examples else []) + input_turns(r)
                  for r, ex in zip(records, examples)]
-        if ctx.task.type == "generation":
-            return [(s, s.prediction) for s in
-                    (self.lm.generate(shared + rest, max_new_tokens=self.max_new_tokens) for rest in rests)]
+        if self.method == "generate":
+            return [(s, s.prediction) for s in self._generate(ctx, shared, rests)]
         label_sets = [self.candidate_labels(ctx, r) for r in records]
-        label_id_sets = [self._label_ids if labels is ctx.labels else self.lm.label_ids(labels)
-                         for labels in label_sets]
         if all(labels is ctx.labels for labels in label_sets):
-            scored = self.lm.classify_many(shared, rests, ctx.labels, cache=self._cache(shared),
-                                           label_ids=self._label_ids)
+            scored = self.backend.score_labels(shared, rests, ctx.labels, self.method)
         else:  # labels restricted per input: one at a time
-            scored = [self.lm.classify(shared, rest, labels, cache=self._cache(shared), label_ids=ids)
-                      for rest, labels, ids in zip(rests, label_sets, label_id_sets)]
+            scored = [self.backend.score_labels(shared, [rest], labels, self.method)[0]
+                      for rest, labels in zip(rests, label_sets)]
         out = []
-        for s, labels, label_ids, ex in zip(scored, label_sets, label_id_sets, examples):
+        for s, labels, ex in zip(scored, label_sets, examples):
             raw = s.prediction
             if calibrate:
-                prior = self._content_free(shared, labels, label_ids, ex)
+                prior = self._content_free(shared, labels, ex)
                 s.prediction = labels[int(np.argmax([lp - p for lp, p in zip(s.label_logprobs, prior)]))]
             out.append((s, raw))
         return out
 
-    def _cache(self, shared):
-        """The shared prefix's KV cache, built once (per distinct prefix) and reused."""
-        key = tuple(shared)
-        if self._shared_prefix is None or self._shared_prefix[0] != key:
-            prefix_ids, _ = self.lm.split_prompt(shared, [("user", CONTENT_FREE)])
-            self._shared_prefix = (key, self.lm.prefix_cache(prefix_ids))
-        return self._shared_prefix[1]
+    def _generate(self, ctx: Context, shared, rests) -> list[Scored]:
+        """Greedy answers; for classification each is matched to a label ('' when it names none)."""
+        if ctx.task.type == "generation":
+            return self.backend.generate([shared + rest for rest in rests], self.max_new_tokens)
+        answers = self.backend.generate([shared + rest for rest in rests], answer_tokens(ctx.labels))
+        for s in answers:
+            s.answer = s.prediction
+            label = parse_label(s.prediction, ctx.labels)
+            s.prediction, s.unparsed = (label, False) if label is not None else ("", True)
+        return answers
 
-    def _content_free(self, shared, labels, label_ids, examples) -> list[float]:
+    def _content_free(self, shared, labels, examples) -> list[float]:
         key = (tuple(shared), tuple(labels), tuple(r.id for r in examples) if self.per_record_examples else ())
         if key not in self._prior:
             rest = (example_turns(examples) if self.per_record_examples else []) + [("user", CONTENT_FREE)]
-            self._prior[key] = self.lm.classify(shared, rest, labels, cache=self._cache(shared),
-                                                label_ids=label_ids).label_logprobs
+            self._prior[key] = self.backend.score_labels(shared, [rest], labels, self.method)[0].label_logprobs
         return self._prior[key]
 
 
