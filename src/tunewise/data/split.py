@@ -79,3 +79,19 @@ def nested_fraction(records: list[Record], fraction: float, *, seed: int, strati
         chosen += group[: max(1, math.ceil(fraction * len(group)))]
     order = {id(r): i for i, r in enumerate(records)}
     return sorted(chosen, key=lambda r: order[id(r)])
+
+
+def nested_order(records: list[Record], fractions: list[float], *, seed: int,
+                 stratified: bool) -> tuple[list[Record], list[int]]:
+    """All records, ordered so that every `nested_fraction` subset is a prefix: the smallest subset
+    first, then what the next one adds, and so on. Returns the order and the prefix lengths (one per
+    distinct subset, ending with all records)."""
+    order, sizes, seen = [], [], set()
+    for fraction in sorted({f for f in fractions if f < 1} | {1.0}):
+        for r in nested_fraction(records, fraction, seed=seed, stratified=stratified):
+            if id(r) not in seen:
+                seen.add(id(r))
+                order.append(r)
+        if not sizes or sizes[-1] < len(order):
+            sizes.append(len(order))
+    return order, sizes
