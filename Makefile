@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench bench-precision clean
+.PHONY: install demo test test-slow bench bench-precision bench-curve clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -33,6 +33,9 @@ bench: $(STAMP)
 
 bench-precision: $(STAMP)
 	$(BIN)/python benchmarks/precision.py
+
+bench-curve: $(STAMP)
+	$(BIN)/python benchmarks/curve.py
 
 clean:
 	rm -rf $(VENV) .tunewise tunewise-runs test-artifacts
