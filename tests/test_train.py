@@ -120,6 +120,36 @@ def test_loss_at_loss_positions_matches_full_forward(base):
     assert abs(float(slow) - float(reference)) < 1e-4
 
 
+def test_a_shared_prompt_prefix_runs_once_with_the_same_loss_and_gradients(base, monkeypatch):
+    from tunewise.models.training import loss as loss_module
+    from tunewise.models.train import _with_lora
+
+    model, tok = base
+    system = "You are a careful assistant. Answer every question with one word and nothing else at all.\n"
+    items = [truncate(Example(enc(tok, system + f"Q: item {i}{' again' * i}?\nA:"), enc(tok, " yes" + END)), 64)
+             for i in range(3)]
+    batch = collate(items, tok.pad_token_id)
+    assert loss_module.shared_prefix(batch["input_ids"], batch["loss_index"]) >= loss_module.MIN_SHARED_PREFIX
+    lm = _with_lora(copy.deepcopy(model), TrainConfig(r=4, alpha=8))
+    with torch.no_grad():
+        for name, p in lm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)  # B starts at 0: no gradient would reach A
+
+    def loss_and_grads():
+        lm.zero_grad()
+        loss = CompletionLoss(lm)(**batch)
+        loss.backward()
+        return float(loss), {n: p.grad.clone() for n, p in lm.named_parameters() if p.requires_grad}
+
+    shared, grads = loss_and_grads()
+    monkeypatch.setattr(loss_module, "MIN_SHARED_PREFIX", 10**9)
+    whole, reference = loss_and_grads()
+    assert shared == pytest.approx(whole, abs=1e-5)
+    for name, g in reference.items():
+        assert torch.allclose(grads[name], g, atol=1e-6, rtol=1e-4), name
+
+
 def test_lora_layers_share_adapts_only_the_top_layers(base):
     from tunewise.models.train import _with_lora
 
