@@ -134,4 +134,3 @@ def swap_dropout(model, fast: bool) -> list:
 def restore_dropout(swapped: list) -> None:
     for drops, key, drop in swapped:
         drops[key] = drop
-
