@@ -127,7 +127,8 @@ def main() -> None:
     one_seconds = time.perf_counter() - started
 
     full_steps = sep[-1]["steps"]  # one full training
-    report = {"machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "load_1min": os.getloadavg()[0]},
+    report = {"machine": {"cpus": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+                          "load_1min": os.getloadavg()[0]},
               "train_records": len(demo.train), "test_records": len(demo.refs), "fractions": fractions,
               "one_pass": run,
               "cost_separate": sum(p["steps"] for p in sep) / full_steps,
@@ -158,7 +159,8 @@ def markdown(r: dict) -> str:
         "# tunewise learning-curve benchmark: one warmup-stable-decay pass vs. separate trainings", "",
         f"Drug-review demo, {r['train_records']} training reviews, quick budget (1 epoch, LoRA in the top half of "
         f"the layers, max 192 tokens); {r['test_records']} test reviews scored; torch {r['machine']['torch']}, "
-        f"{r['machine']['cpus']} CPUs, load average {r['machine']['load_1min']:.1f} at the end.", "",
+        f"{r['machine']['cpus']} CPUs, {r['machine']['threads']} torch threads, load average "
+        f"{r['machine']['load_1min']:.1f} at the end.", "",
         "| fraction | n | separate (linear schedule) | one pass (WSD branch) | one pass - separate (paired) | "
         "within each other's interval |", "|---|---|---|---|---|---|", *rows, "",
         f"Cost in optimizer steps over one full training's: separate {r['cost_separate']:.3f} trainings, one pass "
