@@ -1,12 +1,13 @@
 """Performance benchmark: tunewise against the hardware limit and against plain baselines.
 
-    python benchmarks/perf.py [--examples 64] [--score-examples 40] [--out benchmarks/results]
+    python benchmarks/perf.py [--examples 64] [--score-examples 40] [--repeats 1] [--out benchmarks/results]
 
 In one run on this machine it measures
   (a) achievable matmul FLOP/s in fp32 and bf16 (2048x2048);
   (b) LoRA training tokens/s of tunewise's trainer and of a plain transformers Trainer + PEFT fp32
-      baseline on the same drug reviews, and tunewise's model FLOPs utilisation
-      (4*N*tokens/s over the measured bf16 matmul rate);
+      baseline on the same drug reviews (interleaved `--repeats` times, the median run kept), and
+      tunewise's model FLOPs utilisation (4*N*tokens/s over the measured matmul rate of the precision
+      it trains in: bf16 on CPUs with native bf16, else fp32);
   (c) few-shot classification scoring examples/s of tunewise (shared-prefix KV cache, every label
       scored in the input's forward) against the naive scorer (one full forward of prompt + label
       per label).
@@ -136,26 +137,37 @@ def main() -> None:
     ap.add_argument("--score-examples", type=int, default=40)
     ap.add_argument("--shots", type=int, default=4)
     ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=1, help="interleaved training runs of each kind (median kept)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     work = args.out / "perf-work"
 
     report = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor(), "torch": torch.__version__,
-                          "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}}
+                          "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
+                          "load_1min_before": os.getloadavg()[0]}}
     report["matmul_flops_per_s"] = matmul_rates()
     task, _, examples = demo_examples(args.examples)
-    report["train_tunewise"] = tunewise_training(examples, args.max_length, work / "tunewise")
-    report["train_baseline"] = baseline_training(examples, args.max_length, work / "baseline", dropout=0.05,
-                                                 attention="sdpa")
-    report["train_baseline_same_config"] = baseline_training(examples, args.max_length, work / "baseline0",
-                                                             dropout=0.0, attention=pick_attention("cpu") or "sdpa")
+    runs = {"train_tunewise": [], "train_baseline": [], "train_baseline_same_config": []}
+    for _ in range(args.repeats):  # interleaved, so that a change in machine load hits every kind alike
+        runs["train_tunewise"].append(tunewise_training(examples, args.max_length, work / "tunewise"))
+        runs["train_baseline"].append(baseline_training(examples, args.max_length, work / "baseline", dropout=0.05,
+                                                        attention="sdpa"))
+        runs["train_baseline_same_config"].append(baseline_training(
+            examples, args.max_length, work / "baseline0", dropout=0.0, attention=pick_attention("cpu") or "sdpa"))
+    for kind, measured in runs.items():  # the median run by tokens/s, with every run's rate kept
+        report[kind] = sorted(measured, key=lambda m: m["tokens_per_s"])[len(measured) // 2] | {
+            "runs_tokens_per_s": [m["tokens_per_s"] for m in measured]}
+    report["machine"]["load_1min_after_training"] = os.getloadavg()[0]
     n = report["train_tunewise"]["params"]
-    bf16 = report["matmul_flops_per_s"]["bfloat16"]
+    from tunewise.models.load import cpu_has_bf16
+
+    report["train_precision"] = "bfloat16" if cpu_has_bf16() else "float32"  # what tunewise trains in here
+    peak = report["matmul_flops_per_s"][report["train_precision"]]
     report["train_speedup"] = report["train_tunewise"]["tokens_per_s"] / report["train_baseline"]["tokens_per_s"]
     report["train_speedup_same_config"] = (report["train_tunewise"]["tokens_per_s"]
                                            / report["train_baseline_same_config"]["tokens_per_s"])
-    report["mfu"] = 4 * n * report["train_tunewise"]["tokens_per_s"] / bf16
+    report["mfu"] = 4 * n * report["train_tunewise"]["tokens_per_s"] / peak
     report["scoring"] = scoring(task, args.score_examples, args.shots)
     (args.out / "perf.json").write_text(json.dumps(report, indent=2))
     md = markdown(report)
@@ -168,7 +180,10 @@ def markdown(r: dict) -> str:
     b0 = r["train_baseline_same_config"]
     return "\n".join([
         "# tunewise performance benchmark", "",
-        f"machine: {r['machine']['cpus']} CPUs, torch {r['machine']['torch']}, CUDA {r['machine']['cuda']}", "",
+        f"machine: {r['machine']['cpus']} CPUs, {r['machine']['threads']} torch threads, torch {r['machine']['torch']}, "
+        f"CUDA {r['machine']['cuda']}; load average {r['machine']['load_1min_before']:.1f} before, "
+        f"{r['machine']['load_1min_after_training']:.1f} after training; training rates are the median of "
+        f"{len(t['runs_tokens_per_s'])} interleaved run(s) of each kind", "",
         "| measure | value | target |", "|---|---|---|",
         f"| matmul fp32 | {m['float32'] / 1e9:.0f} GFLOP/s | |",
         f"| matmul bf16 | {m['bfloat16'] / 1e9:.0f} GFLOP/s | |",
@@ -177,9 +192,10 @@ def markdown(r: dict) -> str:
         f"{b['tokens_per_s']:.0f} tokens/s ({b['seconds']:.0f} s) | |",
         f"| LoRA training, Trainer + PEFT fp32, {b0['attention']} attention, lora_dropout 0 (tunewise's settings) "
         f"| {b0['tokens_per_s']:.0f} tokens/s ({b0['seconds']:.0f} s) | |",
-        f"| training speed-up vs. the plain baseline | {r['train_speedup']:.2f}x | >= 4x |",
+        f"| training speed-up vs. the plain baseline | {r['train_speedup']:.2f}x | >= 5x |",
         f"| training speed-up vs. the same-config baseline | {r['train_speedup_same_config']:.2f}x | |",
-        f"| model FLOPs utilisation (4*N*tokens/s / bf16 matmul) | {r['mfu']:.0%} | >= 35% |",
+        f"| model FLOPs utilisation (4*N*tokens/s / {r['train_precision']} matmul; the shared prompt prefix is "
+        f"computed once per batch, so this counts the tokens served, not the FLOPs done) | {r['mfu']:.0%} | >= 35% |",
         f"| few-shot scoring, tunewise | {s['tunewise_examples_per_s']:.2f} examples/s | |",
         f"| few-shot scoring, naive | {s['naive_examples_per_s']:.2f} examples/s | |",
         f"| scoring speed-up ({s['shots']} shots, {s['prompt_tokens_mean']:.0f} prompt tokens) | {s['speedup']:.1f}x "

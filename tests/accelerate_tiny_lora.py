@@ -17,7 +17,9 @@ def main(out: Path) -> None:
     state = PartialState(cpu=True)  # cpu=True: gloo DDP across processes (the default finds no GPU and runs alone)
     model, tok = load_model("smollm2-135m", device="cpu", dtype="float32")
     enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
-    items = [Example(enc(f"Say yes or no: is {i} a number?\n"), enc("yes<|im_end|>")) for i in range(16)]
+    # a shared instruction of 16+ tokens: the loss encodes it once per batch (DDP must still sync)
+    items = [Example(enc(f"Answer yes or no, in one word, to each question about numbers below.\nIs {i} a number?\n"),
+                     enc("yes<|im_end|>")) for i in range(16)]
     cfg = TrainConfig(r=4, alpha=8, epochs=1, max_length=48, batch_size=4, learning_rate=1e-3)
     result = train(model, tok, items[:12], items[12:], cfg, out / "work", progress=False)
     if state.is_main_process:

@@ -285,8 +285,12 @@ def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, monkeypatch)
                          options={"checkpoint_every": 1, "batch_size": 4, "max_length": 48, "r": 4})
     real_train = train_module.train
 
+    def stop_after_3(state):
+        if state.step >= 3:
+            raise RuntimeError(f"stopped after {state.step} steps")
+
     def interrupted(*args, **kwargs):
-        return real_train(*args, **kwargs, _stop_after_steps=3)
+        return real_train(*args, **kwargs, on_step=stop_after_3)
 
     monkeypatch.setattr(train_module, "train", interrupted)
     first = bakeoff(tmp_path, [spec], store)[0]

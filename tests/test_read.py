@@ -23,7 +23,7 @@ from tunewise.data.demo import load_demo
 from tunewise.data.prepare import carve_validation
 from tunewise.data.read import InvalidRecords, load_records
 from tunewise.data.records import Record
-from tunewise.data.split import make_split, nested_fraction, seeded_split, subsample
+from tunewise.data.split import make_split, nested_fraction, nested_order, seeded_split, subsample
 from tunewise.errors import ConfigError, DataError, TunewiseError
 
 TASK = TaskSpec()
@@ -519,6 +519,14 @@ def test_nested_fraction_gives_nested_subsets_that_keep_every_class():
         assert order == sorted(order)  # input order kept
     assert subsets[-1] == data
     assert nested_fraction(data, 0.25, seed=4, stratified=True) == subsets[1]
+
+
+def test_nested_order_puts_each_nested_subset_first():
+    data = records(COUNTS)
+    order, sizes = nested_order(data, [0.5, 0.125, 0.25], seed=4, stratified=True)
+    assert sorted(r.id for r in order) == sorted(r.id for r in data) and sizes[-1] == len(data)
+    for f, n in zip([0.125, 0.25, 0.5], sizes):
+        assert {r.id for r in order[:n]} == {r.id for r in nested_fraction(data, f, seed=4, stratified=True)}
 
 
 def test_carve_validation_never_touches_test():

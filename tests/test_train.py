@@ -17,7 +17,6 @@ from tunewise.models.train import (
     Example,
     FastDropout,
     TrainConfig,
-    _StopForTest,
     collate,
     completion_loss,
     length_grouped_batches,
@@ -121,6 +120,36 @@ def test_loss_at_loss_positions_matches_full_forward(base):
     assert abs(float(slow) - float(reference)) < 1e-4
 
 
+def test_a_shared_prompt_prefix_runs_once_with_the_same_loss_and_gradients(base, monkeypatch):
+    from tunewise.models.training import loss as loss_module
+    from tunewise.models.train import _with_lora
+
+    model, tok = base
+    system = "You are a careful assistant. Answer every question with one word and nothing else at all.\n"
+    items = [truncate(Example(enc(tok, system + f"Q: item {i}{' again' * i}?\nA:"), enc(tok, " yes" + END)), 64)
+             for i in range(3)]
+    batch = collate(items, tok.pad_token_id)
+    assert loss_module.shared_prefix(batch["input_ids"], batch["loss_index"]) >= loss_module.MIN_SHARED_PREFIX
+    lm = _with_lora(copy.deepcopy(model), TrainConfig(r=4, alpha=8))
+    with torch.no_grad():
+        for name, p in lm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)  # B starts at 0: no gradient would reach A
+
+    def loss_and_grads():
+        lm.zero_grad()
+        loss = CompletionLoss(lm)(**batch)
+        loss.backward()
+        return float(loss), {n: p.grad.clone() for n, p in lm.named_parameters() if p.requires_grad}
+
+    shared, grads = loss_and_grads()
+    monkeypatch.setattr(loss_module, "MIN_SHARED_PREFIX", 10**9)
+    whole, reference = loss_and_grads()
+    assert shared == pytest.approx(whole, abs=1e-5)
+    for name, g in reference.items():
+        assert torch.allclose(grads[name], g, atol=1e-6, rtol=1e-4), name
+
+
 def test_lora_layers_share_adapts_only_the_top_layers(base):
     from tunewise.models.train import _with_lora
 
@@ -213,6 +242,18 @@ def test_save_artifact_loads_back_with_peft(trained, tmp_path):
     assert torch.allclose(a, b, atol=1e-4)
 
 
+class _StopForTest(RuntimeError):
+    """Raised by `stop_after` to simulate an interrupted run."""
+
+
+def stop_after(steps: int):
+    """An on_step callback that interrupts training once `steps` optimizer steps are done."""
+    def on_step(state):
+        if state.step >= steps:
+            raise _StopForTest(f"stopped after {state.step} steps")
+    return on_step
+
+
 def test_resume_continues_from_checkpoint(base, tmp_path):
     model, tok = base
     tr, va = secret_examples(tok, range(16), " kiwi"), secret_examples(tok, range(200, 204), " kiwi")
@@ -222,7 +263,7 @@ def test_resume_continues_from_checkpoint(base, tmp_path):
 
     out = tmp_path / "interrupted"
     with pytest.raises(_StopForTest):
-        train(copy.deepcopy(model), tok, tr, va, cfg, out, progress=False, _stop_after_steps=5)
+        train(copy.deepcopy(model), tok, tr, va, cfg, out, progress=False, on_step=stop_after(5))
     assert (out / "checkpoint" / "state.pt").is_file()  # written at step 3 (step 4 ends epoch 1, step 5 is lost)
     resumed = train(copy.deepcopy(model), tok, tr, va, cfg, out, progress=False)
     assert resumed.resumed_from_step == 4  # the epoch-end checkpoint after step 4
@@ -234,7 +275,7 @@ def test_resume_continues_from_checkpoint(base, tmp_path):
 
     out = tmp_path / "mid-epoch"
     with pytest.raises(_StopForTest):
-        train(copy.deepcopy(model), tok, tr, va, cfg, out, progress=False, _stop_after_steps=3)
+        train(copy.deepcopy(model), tok, tr, va, cfg, out, progress=False, on_step=stop_after(3))
     again = train(copy.deepcopy(model), tok, tr, va, cfg, out, progress=False)
     assert again.resumed_from_step == 3 and again.steps == 8
     assert again.losses[-1].val_loss == pytest.approx(full.losses[-1].val_loss, abs=1e-4)
@@ -316,3 +357,55 @@ def test_accelerate_launch_two_processes(tmp_path):
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     texts = [(out / d).read_text() for d in done]
     assert texts[0] == texts[1] and "world=2" in texts[0]  # same steps and summed tokens on both ranks
+
+
+# -- learning curve from one run --------------------------------------------------------------
+
+def test_nested_batches_keep_each_subset_in_its_own_batches():
+    from tunewise.models.training.batches import nested_batches
+
+    lengths = [(i * 7) % 23 + 1 for i in range(40)]
+    batches, covered = nested_batches(lengths, [10, 20, 40], 4, seed=5)
+    assert covered == [3, 6, 11]
+    for end, n in zip([10, 20, 40], covered):
+        assert sorted(i for b in batches[:n] for i in b) == list(range(end))
+    assert batches[:3] == length_grouped_batches(lengths[:10], 4, seed=5)  # as a run on the subset alone
+
+
+def test_wsd_schedule_holds_the_peak_then_decays():
+    from tunewise.models.training.schedule import Branch, branches, lr_factor
+
+    f = [lr_factor(s, total=10, warmup=2, schedule="wsd", decay_share=0.2) for s in range(10)]
+    assert f == [0.0, 0.5, 1, 1, 1, 1, 1, 1, 1.0, 0.5]
+    linear = [lr_factor(s, total=10, warmup=2, schedule="linear", decay_share=0.2) for s in range(10)]
+    assert linear[2] == 1 and linear[-1] == 1 / 8
+    assert branches([10, 20, 40], [3, 6, 16], 0.2, epochs=1) == [Branch(10, 2, 3), Branch(20, 5, 6)]
+    assert branches([10, 20, 40], [3, 6, 16], 0.2, epochs=2)[-1] == Branch(40, 13, 16)
+
+
+def test_a_decay_branch_is_the_run_on_its_subset_and_leaves_the_main_run_alone(base, tmp_path, monkeypatch):
+    """The branch for the first 16 examples equals a WSD run on those 16 alone; the main run ends
+    exactly as it would without branches."""
+    import tunewise.models.train as train_module
+
+    model, tok = base
+    tr, va = secret_examples(tok, range(32), " kiwi"), secret_examples(tok, range(200, 202), " kiwi")
+    cfg = TrainConfig(r=4, alpha=8, epochs=1, learning_rate=1e-3, batch_size=4, max_length=40, dtype="float32",
+                      warmup_ratio=0.0, schedule="wsd", decay_share=0.5)
+    nested = train(copy.deepcopy(model), tok, tr, va, cfg.model_copy(update={"nested_sizes": [16, 32]}),
+                   tmp_path / "nested", progress=False)
+    assert set(nested.branches) == {16} and nested.branch_steps == 2 and nested.steps == 8
+    alone = train(copy.deepcopy(model), tok, tr[:16], va, cfg, tmp_path / "alone", progress=False)
+    lora = {n: p for n, p in alone.model.named_parameters() if "lora_" in n}
+    assert set(lora) == set(nested.branches[16])
+    for name, value in nested.branches[16].items():
+        assert torch.allclose(value, lora[name].detach(), atol=1e-6), name
+
+    monkeypatch.setattr(train_module, "branches", lambda *args: [])
+    plain = train(copy.deepcopy(model), tok, tr, va, cfg.model_copy(update={"nested_sizes": [16, 32]}),
+                  tmp_path / "plain", progress=False)
+    assert not plain.branches
+    final = dict(nested.model.named_parameters())
+    for name, p in plain.model.named_parameters():
+        if "lora_" in name:
+            assert torch.equal(p, final[name]), name

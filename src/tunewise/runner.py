@@ -231,24 +231,24 @@ def _skipped(estimate, strategy: str):
 
 
 def _learning_curve(lora, prep, opts, train, validation, test, data_key, progress):
+    """Points at the budget's nested fractions of train, all scored on the same test items. Each is
+    a LoRA trained one epoch over its subset with a warmup-stable-decay schedule: the decay branches
+    the LoRA run saved (the whole set in a one-epoch budget is the LoRA candidate itself)."""
     metric, seed = prep.task.primary_metric, opts.seed
     classification = prep.task.type == "classification"
     points, predictions = [], []
     pool = ModelPool(device=opts.device)
     for fraction in opts.budget.curve_fractions:
         n = len(nested_fraction(train, fraction, seed=seed, stratified=classification))
-        if fraction >= 1:  # the bake-off's own LoRA, on the curve's records only
+        if fraction >= 1 and opts.budget.epochs == 1:  # the bake-off's own LoRA, on the curve's records only
             kept = lora.predictions[:len(test)]
             c = lora.model_validate(lora.model_dump() | {"predictions": kept} | score_predictions(
                 prep.task, prep.labels, kept, test, opts.budget.bootstrap, seed))
         else:
-            progress.note(f"learning curve: LoRA on {fraction:g} of train ({n} examples)")
-            spec = CandidateSpec(name=f"lora@{fraction:g}", strategy="lora", model=lora.model,
-                                 options={"fraction": fraction})
             ctx = Context(task=prep.task, labels=prep.labels, train=train, validation=validation,
                           budget=opts.budget, seed=seed, work_dir=opts.out_dir / "curve", models=pool,
                           device=opts.device, progress=progress.callback)
-            c = run_candidate(spec, ctx, test, opts.store, data_key, progress)
+            c = run_candidate(_curve_spec(lora, fraction, n, progress), ctx, test, opts.store, data_key, progress)
         points.append(measure.curve_point(c, fraction, n, metric))
         predictions.append(c.predictions)
     resampled = None
@@ -257,3 +257,18 @@ def _learning_curve(lora, prep, opts, train, validation, test, data_key, progres
                                     prep.labels if classification else None, opts.budget.bootstrap, seed)
     return fit_learning_curve(points, metric, lora.name, prep.task.target, n_full=len(train),
                               n_boot=opts.budget.bootstrap, seed=seed, resampled=resampled)
+
+
+def _curve_spec(lora, fraction: float, n: int, progress) -> CandidateSpec:
+    """The saved decay branch for `n` records, scored; without one (a LoRA stored by an older
+    version, or its run folder gone) the point is trained on its own: one epoch over the subset."""
+    from tunewise.strategies.finetune import branch_dir
+
+    branch = branch_dir(lora.artifact, n) if lora.artifact else None
+    if branch is not None and (branch / "adapter_config.json").is_file():
+        progress.note(f"learning curve: scoring the LoRA branch at {fraction:g} of train ({n} examples)")
+        options = {"fraction": fraction, "adapter": str(branch)}
+    else:
+        progress.note(f"learning curve: no saved branch, LoRA on {fraction:g} of train ({n} examples)")
+        options = {"fraction": fraction, "epochs": 1}
+    return CandidateSpec(name=f"lora@{fraction:g}", strategy="lora", model=lora.model, options=options)

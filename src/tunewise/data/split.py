@@ -91,3 +91,19 @@ def test_order(records: list[Record], first: int | None, *, seed: int, stratifie
     rest = [r for r in records if id(r) not in chosen]
     random.Random(seed).shuffle(rest)
     return head + rest
+
+
+def nested_order(records: list[Record], fractions: list[float], *, seed: int,
+                 stratified: bool) -> tuple[list[Record], list[int]]:
+    """All records, ordered so that every `nested_fraction` subset is a prefix: the smallest subset
+    first, then what the next one adds, and so on. Returns the order and the prefix lengths (one per
+    distinct subset, ending with all records)."""
+    order, sizes, seen = [], [], set()
+    for fraction in sorted({f for f in fractions if f < 1} | {1.0}):
+        for r in nested_fraction(records, fraction, seed=seed, stratified=stratified):
+            if id(r) not in seen:
+                seen.add(id(r))
+                order.append(r)
+        if not sizes or sizes[-1] < len(order):
+            sizes.append(len(order))
+    return order, sizes

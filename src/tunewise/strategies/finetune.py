@@ -3,15 +3,22 @@
 The fine-tuned model is asked with the same system turn as zero-shot and scored by the same label
 likelihood, so the comparison isolates what training adds. Loss is on the answer tokens only;
 a validation slice carved from train drives early stopping; the artifact is saved in the run folder.
+
+LoRA trains with a warmup-stable-decay schedule on train in nested order (the budget's learning-curve
+subsets first), and saves a decay branch per subset next to its adapter (`branch_dir`): the learning
+curve scores those instead of training each point again. A candidate with the `adapter` option is
+such a saved LoRA, loaded and scored without training.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 
 from tunewise.assets import DEFAULT_MODEL
 from tunewise.data.records import Record
-from tunewise.data.split import nested_fraction
+from tunewise.data.split import nested_fraction, nested_order
 from tunewise.errors import ConfigError
 from tunewise.files import write_atomic
 from tunewise.models.backend import Scored
@@ -34,6 +41,7 @@ class FineTune:
         self.model_name = spec.model or DEFAULT_MODEL
         self.options = dict(spec.options)
         self.fraction = float(self.options.pop("fraction", 1.0))  # learning-curve point
+        self.adapter = self.options.pop("adapter", None)  # a saved LoRA to score instead of training
         self.cfg_fields = set(TrainConfig.model_fields)
         unknown = set(self.options) - self.cfg_fields
         if unknown:
@@ -46,11 +54,21 @@ class FineTune:
         defaults = {"method": self.method, "epochs": ctx.budget.epochs, "max_length": ctx.budget.max_length,
                     "seed": ctx.seed}
         if self.method == "lora":
-            defaults["layers_share"] = ctx.budget.lora_layers_share
+            defaults |= {"layers_share": ctx.budget.lora_layers_share, "schedule": "wsd"}
         return TrainConfig(**(defaults | self.options))
 
     def settings(self) -> dict:
-        return {"model": self.model_name, "method": self.method, "fraction": self.fraction, **self.options}
+        out = {"model": self.model_name, "method": self.method, "fraction": self.fraction, **self.options}
+        if self.adapter is not None:  # the weights, not the folder, decide the result
+            weights = Path(self.adapter) / "adapter_model.safetensors"
+            out["adapter"] = hashlib.sha256(weights.read_bytes()).hexdigest()[:16] if weights.is_file() else None
+        return out
+
+    def curve_fractions(self, ctx: Context) -> list[float]:
+        """The learning-curve subsets this run branches for: the budget's, for the main LoRA."""
+        if self.method != "lora" or self.fraction < 1:
+            return []
+        return [f for f in ctx.budget.curve_fractions if f < 1]
 
     def examples(self, lm: LanguageModel, records: list[Record], system):
         from tunewise.models.train import Example
@@ -62,34 +80,44 @@ class FineTune:
         from tunewise.models.load import count_params, load_model
         from tunewise.models.train import save_artifact, train
 
-        cfg = self.config(ctx)
         model, tokenizer = load_model(self.model_name, device=ctx.device, dtype="float32")
         params = count_params(model)[0]
+        self.system = system_turn(ctx.task, ctx.labels)
+        stratified = ctx.task.type == "classification"
+        if self.adapter is not None:
+            return self._load_adapter(ctx, model, tokenizer, params)
         if self.method == "full" and params > FULL_FT_MAX_PARAMS:
             raise ConfigError(f"full fine-tuning is limited to models under {FULL_FT_MAX_PARAMS / 1e6:.0f}M "
                               f"parameters; {self.model_name} has {params / 1e6:.0f}M", fix="use lora")
-        self.system = system_turn(ctx.task, ctx.labels)
-        base = LanguageModel(model, tokenizer, self.model_name)
-        records = nested_fraction(ctx.train, self.fraction, seed=ctx.seed,
-                                  stratified=ctx.task.type == "classification")
         trained = (ctx.checkpoint_dir / "trained") if ctx.checkpoint_dir and self.method == "lora" else None
         if trained is not None and (trained / FACTS).is_file():
             return self._load_trained(model, tokenizer, trained, ctx)
+        cfg = self.config(ctx)
+        fractions = self.curve_fractions(ctx)
+        if fractions:
+            records, sizes = nested_order(ctx.train, fractions, seed=ctx.seed, stratified=stratified)
+            cfg = cfg.model_copy(update={"nested_sizes": sizes})
+        else:
+            records = nested_fraction(ctx.train, self.fraction, seed=ctx.seed, stratified=stratified)
+        base = LanguageModel(model, tokenizer, self.model_name)
         result = train(model, tokenizer, self.examples(base, records, self.system),
                        self.examples(base, ctx.validation, self.system), cfg, ctx.checkpoint_dir or ctx.work_dir,
                        progress=ctx.progress is not None)
         artifact = save_artifact(result.model, tokenizer, ctx.work_dir / ("adapter" if self.method == "lora" else "model"))
+        _save_branches(result, artifact)
         if trained is not None:  # kept in the store: a resumed run scores more records without retraining
             save_artifact(result.model, tokenizer, trained)
         facts = FitFacts(
-            train_records=len(records), train_seconds=result.seconds, train_tokens=result.tokens,
-            train_tokens_per_s=result.tokens_per_s, peak_memory_mb=result.peak_memory_mb,
+            train_records=len(records), train_seconds=result.seconds - result.branch_seconds,
+            train_tokens=result.tokens, train_tokens_per_s=result.tokens_per_s, peak_memory_mb=result.peak_memory_mb,
             losses=list(result.losses), artifact=str(artifact), params=params,
             trainable_params=count_params(result.model)[1],
             scoring="likelihood" if ctx.task.type == "classification" else None,
             notes=([f"stopped early after epoch {result.best_epoch}"] if result.stopped_early else [])
             + ([f"resumed from step {result.resumed_from_step}"] if result.resumed_from_step else [])
-            + ([result.checkpoint_refused] if result.checkpoint_refused else []))
+            + ([result.checkpoint_refused] if result.checkpoint_refused else [])
+            + ([f"learning-curve decay branches: {result.branch_steps} steps, {result.branch_seconds:.0f} s "
+                f"(not in train_seconds)"] if result.branch_steps else []))
         if trained is not None:  # written last: its presence means the adapter beside it is complete
             write_atomic(trained / FACTS, facts.model_dump_json())
         self._ready(result.model, tokenizer, ctx)  # merges the adapter: after every save
@@ -105,6 +133,22 @@ class FineTune:
         self._ready(PeftModel.from_pretrained(base_model, str(trained)), tokenizer, ctx)
         facts = FitFacts.model_validate(json.loads((trained / FACTS).read_text()))
         return facts.model_copy(update={"notes": facts.notes + ["trained adapter loaded from the store"]})
+
+    def _load_adapter(self, ctx: Context, model, tokenizer, params: int) -> FitFacts:
+        """A saved LoRA (a learning-curve decay branch) on the base model, ready to score."""
+        from peft import PeftModel
+
+        from tunewise.models.load import count_params
+
+        tuned = PeftModel.from_pretrained(model, self.adapter)
+        trainable = count_params(tuned)[1]
+        self._ready(tuned, tokenizer, ctx)
+        records = nested_fraction(ctx.train, self.fraction, seed=ctx.seed,
+                                  stratified=ctx.task.type == "classification")
+        return FitFacts(train_records=len(records), artifact=str(self.adapter), params=params,
+                        trainable_params=trainable,
+                        scoring="likelihood" if ctx.task.type == "classification" else None,
+                        notes=[f"decay branch saved at {self.adapter}"])
 
     @staticmethod
     def _for_scoring(model, device: str):
@@ -123,6 +167,28 @@ class FineTune:
         if not records or ctx.task.type == "generation":
             return self.lm.generate([self.system + rest for rest in rests])
         return self.lm.score_labels(self.system, rests, ctx.labels)
+
+
+def branch_dir(artifact: str | Path, n: int) -> Path:
+    """Where the LoRA run saved its decay branch for the subset of `n` training records."""
+    return Path(artifact).parent / "curve" / f"n{n}"
+
+
+def _save_branches(result, artifact: Path) -> None:
+    """Each decay branch's weights as an adapter of its own (same config as `artifact`)."""
+    if not result.branches:
+        return
+    import torch
+
+    params = dict(result.model.named_parameters())
+    final = {name: params[name].detach().clone() for name in next(iter(result.branches.values()))}
+    with torch.no_grad():
+        for n, weights in result.branches.items():
+            for name, value in weights.items():
+                params[name].copy_(value)
+            result.model.save_pretrained(branch_dir(artifact, n))
+        for name, value in final.items():
+            params[name].copy_(value)
 
 
 @register("lora")
