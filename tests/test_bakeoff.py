@@ -316,3 +316,16 @@ def test_a_model_cast_for_scoring_matches_one_loaded_in_bf16(lm):
     ids = torch.tensor([lm.encode("A long enough sentence to reach positions where rounded angles differ. " * 4)])
     with torch.no_grad():
         assert torch.equal(cast(ids).logits, loaded(ids).logits)
+
+
+def test_a_calibration_choice_on_too_few_validation_records_is_called_uncertain(tmp_path):
+    pool = FakePool()
+    pool.fake = PriorLM()
+    validation = [rec(200 + i, f"validation {i}", "neg") for i in range(3)]  # 3 of 3 for calibration: p = 0.25
+    ctx = Context(task=TASK, labels=TASK.labels, train=TRAIN, validation=validation, budget=BUDGETS["quick"],
+                  seed=0, work_dir=tmp_path, models=pool)
+    s = build(CandidateSpec(name="zero_shot", strategy="zero_shot", model="fake"))
+    note = s.fit(ctx).notes[-1]
+    assert s.calibrate is True
+    assert note.startswith("contextual calibration on: accuracy on the 3 validation records 1.00 with it, 0.00")
+    assert "p = 0.25: too few validation records to be sure of the choice" in note

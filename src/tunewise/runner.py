@@ -231,16 +231,20 @@ def _skipped(estimate, strategy: str):
 
 
 def _learning_curve(lora, prep, opts, train, validation, test, data_key, progress):
-    """Points at the budget's nested fractions of train, all scored on the same test items. Each is
-    a LoRA trained one epoch over its subset with a warmup-stable-decay schedule: the decay branches
-    the LoRA run saved (the whole set in a one-epoch budget is the LoRA candidate itself)."""
+    """Points at the budget's nested fractions of train, all scored on the same test items. By default
+    each point below 1 is a LoRA trained on its subset like the candidate, and the whole-set point is
+    the candidate itself. A LoRA trained with `schedule: wsd` saved a decay branch per subset: those are
+    scored instead of training again (experimental: see the closing note of issue 12)."""
+    from tunewise.strategies.finetune import branch_dir
+
     metric, seed = prep.task.primary_metric, opts.seed
     classification = prep.task.type == "classification"
     points, predictions = [], []
     pool = ModelPool(device=opts.device)
     for fraction in opts.budget.curve_fractions:
         n = len(nested_fraction(train, fraction, seed=seed, stratified=classification))
-        if fraction >= 1 and opts.budget.epochs == 1:  # the bake-off's own LoRA, on the curve's records only
+        branched = lora.artifact and (branch_dir(lora.artifact, n) / "adapter_config.json").is_file()
+        if fraction >= 1 and not branched:  # the bake-off's own LoRA, on the curve's records only
             kept = lora.predictions[:len(test)]
             c = lora.model_validate(lora.model_dump() | {"predictions": kept} | score_predictions(
                 prep.task, prep.labels, kept, test, opts.budget.bootstrap, seed))
@@ -269,6 +273,6 @@ def _curve_spec(lora, fraction: float, n: int, progress) -> CandidateSpec:
         progress.note(f"learning curve: scoring the LoRA branch at {fraction:g} of train ({n} examples)")
         options = {"fraction": fraction, "adapter": str(branch)}
     else:
-        progress.note(f"learning curve: no saved branch, LoRA on {fraction:g} of train ({n} examples)")
-        options = {"fraction": fraction, "epochs": 1}
+        progress.note(f"learning curve: LoRA on {fraction:g} of train ({n} examples)")
+        options = {"fraction": fraction}
     return CandidateSpec(name=f"lora@{fraction:g}", strategy="lora", model=lora.model, options=options)

@@ -107,7 +107,9 @@ class PromptStrategy:
         return note + (f"; {probe})" if probe else ")")
 
     def _choose_calibration(self, ctx: Context) -> tuple[bool, str]:
-        """Calibrate or not, whichever scores better on the validation slice (ties: not)."""
+        """Calibrate or not, whichever scores better on the validation slice (ties: not). The slice is
+        small (capped per budget), so the note gives the paired difference and says when it is uncertain."""
+        from tunewise.evaluate.sequential import paired_test
         from tunewise.evaluate.stats import metric_value
 
         both = self._predict_many(ctx, ctx.validation, calibrate=True)
@@ -116,8 +118,14 @@ class PromptStrategy:
         metric = ctx.task.primary_metric
         on, off = (metric_value(metric, p, refs, ctx.labels) for p in (calibrated, raw))
         use = bool(on > off)
-        return use, (f"contextual calibration {'on' if use else 'off'}: {metric} on the {len(refs)} validation "
-                     f"records {on:.2f} with it, {off:.2f} without")
+        note = (f"contextual calibration {'on' if use else 'off'}: {metric} on the {len(refs)} validation "
+                f"records {on:.2f} with it, {off:.2f} without")
+        if calibrated != raw and len(refs) > 1:
+            t = paired_test(metric, calibrated, raw, refs, ctx.labels, 0.05, ctx.budget.bootstrap, ctx.seed)
+            if t["p_value"] >= 0.05:
+                note += (f" (difference {t['diff']:+.2f} [{t['ci_low']:+.2f}, {t['ci_high']:+.2f}], p = "
+                         f"{t['p_value']:.2g}: too few validation records to be sure of the choice)")
+        return use, note
 
     def prepare(self, ctx: Context) -> None:
         """Choose examples once (static) or build an index (retrieved)."""
