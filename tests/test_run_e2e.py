@@ -67,9 +67,10 @@ def test_evidence_and_verdict_are_in_the_results(first_run):
     html = (folder / "run1" / "report.html").read_text()
     assert results["verdict"]["decision"] in html and "plot-learning-curve" in html
     assert (folder / "run1" / "candidates" / "lora" / "adapter" / "adapter_config.json").is_file()
-    # the curve's points below 1 are decay branches of the LoRA run, saved beside its adapter
-    branches = folder / "run1" / "candidates" / "lora" / "curve"
-    assert {p.name for p in branches.iterdir()} == {f"n{p['n']}" for p in curve["points"][:-1]}
+    # by default the curve's points below 1 are trained on their own (the WSD branches are opt-in)
+    assert not (folder / "run1" / "candidates" / "lora" / "curve").exists()
+    assert {f"lora@{p['fraction']:g}" for p in curve["points"][:-1]} <= {
+        d.name for d in (folder / "run1" / "curve").iterdir()}
 
 
 def test_report_is_rebuilt_from_the_store(first_run, monkeypatch):
