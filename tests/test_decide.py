@@ -372,3 +372,15 @@ def test_ask_uses_the_prompt_function_for_every_field():
     assert set(seen) == set(QUESTIONS) == set(Answers.model_fields)
     assert a.labelled_examples == 20000 and a.target_score == 0.9 and a.latency_ms_limit is None
     assert advise(a).decision == "FINE_TUNE"
+
+
+def test_an_option_dropped_early_by_adaptive_scoring_does_not_outrank_the_leader():
+    # knn_few_shot was separated below LoRA on the first 100 records and not scored further; a lucky
+    # 100-record score above LoRA's score on all 379 must not make it the verdict's candidate
+    candidates = demo_candidates()
+    for c in candidates:
+        c.test_records = 379
+    knn = next(c for c in candidates if c.name == "knn_few_shot")
+    knn.metrics["accuracy"], knn.test_records = Interval(value=0.85, ci_low=0.77, ci_high=0.91), 100
+    v = decide(demo(candidates=candidates), None, None)
+    assert v.decision == "FINE_TUNE" and v.candidate == "lora"
