@@ -41,7 +41,7 @@ bench-reliability: $(STAMP)
 	$(BIN)/python benchmarks/reliability.py
 
 bench-http: $(STAMP)
-	$(BIN)/python benchmarks/http.py
+	$(BIN)/python benchmarks/http_backend.py
 
 bench-estimate: $(STAMP)
 	$(BIN)/python benchmarks/estimate.py

@@ -1,6 +1,6 @@
 """HTTP backend benchmark: requests/s at concurrency 1 and 4, and the overhead over local scoring.
 
-    python benchmarks/http.py [--records 24] [--out benchmarks/results]
+    python benchmarks/http_backend.py [--records 24] [--out benchmarks/results]
 
 On the shipped SmolLM2-135M and the demo's drug reviews (zero-shot prompt), the same records are
 answered five ways:
