@@ -281,6 +281,19 @@ def test_resume_continues_from_checkpoint(base, tmp_path):
     assert again.losses[-1].val_loss == pytest.approx(full.losses[-1].val_loss, abs=1e-4)
 
 
+def test_a_small_budget_is_checkpointed_by_time_as_well_as_by_steps(base, tmp_path):
+    # fewer steps than checkpoint_every: only the clock can trigger a checkpoint before the end
+    model, tok = base
+    tr, va = secret_examples(tok, range(16), " kiwi"), secret_examples(tok, range(200, 202), " kiwi")
+    cfg = TrainConfig(r=4, alpha=8, epochs=1, learning_rate=1e-3, batch_size=4, max_length=40,
+                      checkpoint_every=1000, checkpoint_seconds=1e-6)
+    out = tmp_path / "run"
+    with pytest.raises(_StopForTest):
+        train(copy.deepcopy(model), tok, tr, va, cfg, out, progress=False, on_step=stop_after(2))
+    resumed = train(copy.deepcopy(model), tok, tr, va, cfg, out, progress=False)
+    assert resumed.resumed_from_step == 2 and resumed.steps == 4
+
+
 class _Exploit:
     """A pickle that runs code when loaded: what a hostile file in a shared store would hold."""
 

@@ -92,6 +92,9 @@ class TrainConfig(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="compute dtype; auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32")
     checkpoint_every: int = Field(50, ge=1, description="optimizer steps between checkpoints")
+    checkpoint_seconds: float = Field(
+        60.0, gt=0, description="also a checkpoint when this many seconds passed since the last one, so that "
+        "a kill on a small budget (fewer steps than checkpoint_every) does not restart from step 0")
 
     def lr(self) -> float:
         if self.learning_rate is not None:

@@ -18,7 +18,7 @@ STATE_FILE = "state.pt"
 def fingerprint(cfg, train: list, val: list, world: int) -> str:
     """What makes a checkpoint this run's: the config (but how often it checkpoints), the process
     count and the truncated data."""
-    h = hashlib.sha256(cfg.model_dump_json(exclude={"checkpoint_every"}).encode())
+    h = hashlib.sha256(cfg.model_dump_json(exclude={"checkpoint_every", "checkpoint_seconds"}).encode())
     h.update(f"|{world}|".encode())
     for items in (train, val):
         h.update(repr([(ids, p) for ids, p in items]).encode())

@@ -85,6 +85,7 @@ def train_epochs(run: Run, state: TrainState, on_step: Callable[[TrainState], No
     """Train from `state` to the last epoch or early stop; `on_step` is called after every optimizer
     step (after any checkpoint it wrote), `on_epoch` after every epoch end."""
     cfg = run.cfg
+    last_save = time.perf_counter()
     while state.epoch < cfg.epochs and not state.stop:
         batches = run.epoch_batches(state.epoch)
         forks = {b.fork: b for b in run.branches} if state.epoch == 0 else {}
@@ -104,8 +105,11 @@ def train_epochs(run: Run, state: TrainState, on_step: Callable[[TrainState], No
             state.train_seconds += time.perf_counter() - t0
             state.batch = i + 1
             state.step += 1
-            if state.step % cfg.checkpoint_every == 0 and state.batch < run.steps_per_epoch:
+            due = (state.step % cfg.checkpoint_every == 0
+                   or time.perf_counter() - last_save >= cfg.checkpoint_seconds)
+            if due and state.batch < run.steps_per_epoch:
                 run.save(state)
+                last_save = time.perf_counter()
             if on_step is not None:
                 on_step(state)
         end_epoch(run, state)
@@ -113,6 +117,7 @@ def train_epochs(run: Run, state: TrainState, on_step: Callable[[TrainState], No
             on_epoch(state)
         if state.epoch < cfg.epochs and not state.stop:
             run.save(state)
+            last_save = time.perf_counter()
 
 
 def _step(run: Run, batch: dict[str, torch.Tensor]) -> float:
