@@ -143,7 +143,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     work = args.out / "perf-work"
 
-    report = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor(), "torch": torch.__version__,
+    from tunewise.models.load import cpu_has_bf16
+
+    report = {"machine": {"native_bf16": cpu_has_bf16(), "cpus": os.cpu_count(), "processor": platform.processor(), "torch": torch.__version__,
                           "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
                           "load_1min_before": os.getloadavg()[0]}}
     report["matmul_flops_per_s"] = matmul_rates()
@@ -181,7 +183,8 @@ def markdown(r: dict) -> str:
     return "\n".join([
         "# tunewise performance benchmark", "",
         f"machine: {r['machine']['cpus']} CPUs, {r['machine']['threads']} torch threads, torch {r['machine']['torch']}, "
-        f"CUDA {r['machine']['cuda']}; load average {r['machine']['load_1min_before']:.1f} before, "
+        f"CUDA {r['machine']['cuda']}, native bf16 {r['machine'].get('native_bf16', 'unknown')} (tunewise trains in bf16 "
+        f"where the CPU has it, fp32 otherwise; the baselines always fp32); load average {r['machine']['load_1min_before']:.1f} before, "
         f"{r['machine']['load_1min_after_training']:.1f} after training; training rates are the median of "
         f"{len(t['runs_tokens_per_s'])} interleaved run(s) of each kind", "",
         "| measure | value | target |", "|---|---|---|",
