@@ -127,7 +127,9 @@ def test_bad_records_and_settings_are_one_line_errors_naming_the_place(tmp_path)
     with pytest.raises(tunewise.TunewiseError, match=r"--budget 'huge': unknown"):
         tunewise.run(rows(), budget="huge")
     warned = []
-    results = tunewise.run(bad, skip_invalid=True, progress=lambda m, f: warned.append(m), **CHEAP)
+    results = tunewise.run(bad, task=tunewise.TaskSpec(name="tickets"), skip_invalid=True,
+                           progress=lambda m, f: warned.append(m), **CHEAP)
+    assert results.task.name == "tickets" and results.task.labels == ["a", "b", "c"]
     assert results.data.skipped_count == 1 and results.data.skipped == ["records:37 field 'label': missing field"]
     assert any(m.startswith("warning: skipped 1 invalid record(s)") for m in warned)
 

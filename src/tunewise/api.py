@@ -21,7 +21,7 @@ from tunewise.assets import DEFAULT_MODEL
 from tunewise.config import Budget, TaskSpec
 from tunewise.errors import TunewiseError
 from tunewise.results import DataProfile, RunResults, Verdict
-from tunewise.ui import Progress, ProgressCallback
+from tunewise.ui import Progress, ProgressCallback, quiet_libraries
 
 Data = str | os.PathLike | list[dict]
 Task = str | os.PathLike | dict | TaskSpec
@@ -45,7 +45,7 @@ def run(data: Data | None = None, *, task: Task | None = None, budget: str | Bud
     """
     from tunewise import pipeline
 
-    _offline_defaults()
+    quiet_libraries()
     req = pipeline.RunRequest(
         data=_path_or_rows(data), demo=demo, task=task, test=_path_or_rows(test), skip_invalid=skip_invalid,
         model=model, budget=budget, target=target, candidates=None if candidates is None else _names(candidates),
@@ -74,7 +74,7 @@ def profile(data: Data | None = None, *, task: Task | None = None, demo: str | N
     come as warnings through `progress`. `store` as in `run`."""
     from tunewise import pipeline
 
-    _offline_defaults()
+    quiet_libraries()
     req = pipeline.RunRequest(data=_path_or_rows(data), demo=demo, task=task, test=_path_or_rows(test),
                               skip_invalid=skip_invalid, model=model, seed=seed)
     with tempfile.TemporaryDirectory(prefix="tunewise-") as scratch:
@@ -163,9 +163,3 @@ def _close(results: RunResults) -> None:
     """The temporary store is deleted with its folder: the results must not point at it."""
     results.environment["store"] = None
 
-
-def _offline_defaults() -> None:
-    """As the CLI: no hub access unless TUNEWISE_ONLINE is set; tokenizers without fork warnings."""
-    if not os.environ.get("TUNEWISE_ONLINE"):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

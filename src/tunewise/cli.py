@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -14,7 +13,7 @@ import typer
 from tunewise import __version__
 from tunewise.errors import TunewiseError
 from tunewise.flags import Device, FailOn, choices
-from tunewise.ui import Progress, console
+from tunewise.ui import Progress, console, quiet_libraries
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="Should we fine-tune a language model for this task, or not? Measured on your data.")
@@ -41,28 +40,7 @@ def _version(value: bool):
 def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
          debug: bool = typer.Option(False, "--debug", help="show tracebacks on errors")):
     STATE["debug"] = debug
-    os.environ.setdefault("HF_HUB_OFFLINE", "1") if not os.environ.get("TUNEWISE_ONLINE") else None
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    _quiet_libraries()
-
-
-def _quiet_libraries() -> None:
-    import logging
-    import warnings
-
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=".*past_key_values.*")
-    for name in ("transformers", "peft", "accelerate", "sentence_transformers", "huggingface_hub"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
+    quiet_libraries()
 
 
 def _fail(exc: TunewiseError):
@@ -119,7 +97,7 @@ def profile_cmd(data: Optional[Path] = DataArg, task: Optional[Path] = TaskOpt, 
     else:
         from tunewise.data.profile_view import print_profile
 
-        print_profile(result.model_dump(mode="json"), task_spec, console)
+        print_profile(result.model_dump(mode="json", exclude_none=True), task_spec, console)
 
 
 @app.command("run")

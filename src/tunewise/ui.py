@@ -73,3 +73,28 @@ class Progress:
     def callback(self):
         """For strategies: None when quiet, so they skip their own bars."""
         return None if self.quiet else self.note
+
+
+def quiet_libraries() -> None:
+    """What the CLI and the API set before any model loads: no hub access unless TUNEWISE_ONLINE is set
+    (only what is installed is used), and the model libraries' logs and progress bars kept to errors."""
+    import logging
+    import os
+    import warnings
+
+    if not os.environ.get("TUNEWISE_ONLINE"):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*past_key_values.*")
+    for name in ("transformers", "peft", "accelerate", "sentence_transformers", "huggingface_hub"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
