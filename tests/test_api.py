@@ -101,6 +101,28 @@ def test_two_run_folders_of_the_same_name_on_one_store_never_collide(tmp_path):
     assert len(first.candidates) == 2 and len(other.candidates) == 1
 
 
+def test_a_run_written_again_into_its_folder_replaces_its_store_entry(tmp_path):
+    from tunewise.store import Store
+
+    first = tunewise.run(rows(), out=tmp_path / "run", store=tmp_path / "store", **CHEAP)
+    again = tunewise.run(rows(), out=tmp_path / "run", store=tmp_path / "store", **CHEAP)
+    assert Store(tmp_path / "store").keys("run") == [again.run_id] and first.run_id != again.run_id
+
+
+def test_a_store_entry_written_by_main_is_used_for_its_own_folder_only(tmp_path):
+    """main keyed runs by folder name: `b/first` overwrote `a/first`'s entry. Without a results.json,
+    `a/first` must not get b's results."""
+    from tunewise.store import Store
+
+    old = json.loads(OLD_RESULTS.read_text())
+    for folder in ("a/first", "b/first"):
+        (tmp_path / folder).mkdir(parents=True)
+    Store(tmp_path / "store").put("run", "first", {"dir": str(tmp_path / "b" / "first"), "results": old})
+    assert tunewise.load_run(tmp_path / "b" / "first", tmp_path / "store").run_id == "main-run"
+    with pytest.raises(tunewise.TunewiseError, match="no run written into this folder"):
+        tunewise.load_run(tmp_path / "a" / "first", tmp_path / "store")
+
+
 def test_a_folder_with_no_results_anywhere_is_a_one_line_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(tunewise.TunewiseError, match=r"empty: no results.json, and no run written into this folder"):

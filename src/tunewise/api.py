@@ -110,16 +110,16 @@ def load_run(path: str | os.PathLike, store: str | os.PathLike | None = None) ->
             return RunResults.model_validate_json(results_file.read_bytes())
         except ValueError as exc:  # truncated or not JSON, or a field missing (pydantic's ValidationError)
             problem = TunewiseError(f"{results_file}: not a complete results.json ({_reason(exc)})", fix=rerun)
+    found = None
     if store is not None and (Path(check_store_dir(store)) / "store.sqlite").is_file():
-        db = Store(store)
-        for run_id in reversed(db.keys("run")):  # the latest run written into this folder
-            entry = db.get("run", run_id)
-            if isinstance(entry, dict) and _same_folder(entry.get("dir"), run_dir):
-                try:
-                    return RunResults.model_validate(entry["results"])
-                except (ValueError, TypeError, KeyError) as exc:
-                    raise TunewiseError(f"store {store}: the entry for run {run_id} is incomplete "
-                                        f"({_reason(exc)})", fix=rerun) from exc
+        found = Store(store).run_in(run_dir)
+    if found is not None:
+        run_id, entry = found
+        try:
+            return RunResults.model_validate(entry["results"])
+        except (ValueError, TypeError, KeyError) as exc:
+            raise TunewiseError(f"store {store}: the entry for run {run_id} is incomplete ({_reason(exc)})",
+                                fix=rerun) from exc
     if problem is not None:
         raise problem
     raise TunewiseError(f"{run_dir}: no results.json, and no run written into this folder in the store "
@@ -135,10 +135,6 @@ def _reason(exc: Exception) -> str:
         return f"{where + ': ' if where else ''}{first.get('msg', '')}"
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
-
-
-def _same_folder(stored, run_dir: Path) -> bool:
-    return isinstance(stored, str) and Path(stored).resolve() == run_dir.resolve()
 
 
 def _path_or_rows(data):

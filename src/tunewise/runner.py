@@ -130,8 +130,7 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
     progress.on_activity = None
     results.stage_seconds = clock.totals()
     if opts.write_report:
-        opts.store.put("run", results.run_id, {"dir": str(opts.out_dir.resolve()),
-                                               "results": results.model_dump(mode="json")})
+        opts.store.save_run(results.run_id, opts.out_dir, results.model_dump(mode="json"))
         write_report(results, opts.out_dir)
     clock.finish()
     return results
