@@ -38,8 +38,9 @@ def run(data: Data | None = None, *, task: Task | None = None, budget: str | Bud
 
     `data` is a data file or records (dicts shaped like JSONL lines: {"text", "label"}, {"messages"}, ...);
     `demo` ("sentiment" | "condition") runs the embedded demo instead. `task` is a task file, a dict of
-    its keys or a TaskSpec. `budget` is a budget's name (quick | standard | full) or a `Budget`. `out`: the run folder for results.json, the reports and artifacts; None
-    writes no report and keeps no artifact (work files go to a temporary folder, deleted on return).
+    its keys or a TaskSpec. `budget` is a budget's name (quick | standard | full) or a `Budget`.
+    `out`: the run folder for results.json, the reports and artifacts; None writes no report and keeps
+    no artifact (work files go to a temporary folder, deleted on return).
     `store`: the cache folder (`--store`), so a re-run reuses finished work; None uses a temporary store,
     deleted on return (nothing is reused).
     """
@@ -56,8 +57,8 @@ def run(data: Data | None = None, *, task: Task | None = None, budget: str | Bud
         out_dir = Path(out) if out is not None else Path(scratch) / "run"
         store_dir = Path(store) if store is not None else Path(scratch) / "store"
         results = pipeline.run(req, out_dir, store_dir, _progress(progress), write_report=out is not None)
-        if store is None:
-            _close(results)
+        if store is None:  # deleted with the scratch folder: the results must not point at it
+            results.environment["store"] = None
     if out is None:
         for c in results.candidates:
             if c.artifact:
@@ -153,9 +154,3 @@ def _names(candidates: Iterable[str]) -> list[str]:
 def _progress(callback: ProgressCallback | None) -> Progress:
     """The CLI's progress, reporting to the callback (and silent without one)."""
     return Progress(listener=callback if callback is not None else (lambda message, fraction: None))
-
-
-def _close(results: RunResults) -> None:
-    """The temporary store is deleted with its folder: the results must not point at it."""
-    results.environment["store"] = None
-

@@ -93,11 +93,11 @@ def profile_cmd(data: Optional[Path] = DataArg, task: Optional[Path] = TaskOpt, 
     req = _request(data, demo, task=task, test=test, skip_invalid=skip_invalid, model=model, seed=seed)
     task_spec, result = profile(req, store, Progress(quiet=as_json), max_length)
     if as_json:
-        print(json.dumps(result.model_dump(mode="json"), indent=2, default=str))
+        print(json.dumps(result.model_dump(mode="json", exclude_unset=True), indent=2, default=str))
     else:
         from tunewise.data.profile_view import print_profile
 
-        print_profile(result.model_dump(mode="json", exclude_none=True), task_spec, console)
+        print_profile(result.model_dump(mode="json", exclude_unset=True), task_spec, console)
 
 
 @app.command("run")

@@ -8,6 +8,7 @@ profile computed once per store, and the stages of `runner.run` follow.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,8 +66,8 @@ def _task_source(task) -> tuple[str | None, dict | None]:
         return None, task.model_dump(exclude_unset=True)
     if isinstance(task, dict):
         return None, dict(task)
-    if isinstance(task, (str, Path)):
-        return str(task), None
+    if isinstance(task, (str, os.PathLike)):
+        return os.fspath(task), None
     raise ConfigError(f"task: expected a task file's path, a dict of task keys or a TaskSpec, got "
                       f"{type(task).__name__}", fix="e.g. task='task.yaml' or task={'type': 'classification'}")
 

@@ -191,7 +191,8 @@ def _profile(r: RunResults) -> list[str]:
     out = ["## Data profile", ""]
     if not r.profile:
         return out + _absent("data profile")
-    return out + [f"- **{_t(k)}**: {_code(_compact(v))}" for k, v in r.profile.model_dump(mode="json").items()] + [""]
+    shown = r.profile.model_dump(mode="json", exclude_unset=True)  # the keys the profile measured
+    return out + [f"- **{_t(k)}**: {_code(_compact(v))}" for k, v in shown.items()] + [""]
 
 
 def _settings(r: RunResults) -> list[str]:
