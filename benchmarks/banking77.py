@@ -61,8 +61,8 @@ def main() -> int:
 
 
 def table(results, seconds: float) -> str:
-    lines = [f"# BANKING77 bake-off ({results.split['test_scored']} test / {results.split['train_used']} train, "
-             f"budget {results.budget['name']}, {seconds / 60:.0f} min on this machine)", "",
+    lines = [f"# BANKING77 bake-off ({results.split.test_scored} test / {results.split.train_used} train, "
+             f"budget {results.budget.name}, {seconds / 60:.0f} min on this machine)", "",
              "| candidate | accuracy [95% CI] | macro-F1 | p50 ms | train s | notes |", "|---|---|---|---|---|---|"]
     for c in results.candidates:
         if c.status != "ok":

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tunewise.decide import CRITERIA, QUESTIONS, Answers, advise, ask, decide, get, load_answers
+from tunewise.config import BUDGETS
 from tunewise.errors import ConfigError
 from tunewise.results import (CandidateCost, CandidateResult, Comparison, ComputeEstimate, Cost, CurvePoint,
                               EpochLoss, Forgetting, ForgettingEntry, Interval, LearningCurve, Overfitting,
@@ -37,11 +38,14 @@ def cost(**per_1k):
         for n, v in per_1k.items()])
 
 
+SPLIT = {"train": 600, "test": 150, "source": "seeded split, 20% held out", "seed": 0}
+
+
 def run(candidates, *, comparisons=(), curve=None, knowledge="never", latency=None, profile=None,
         cost_=None, split=None, **extra):
     return RunResults(
-        tunewise_version="0.1.0", run_id="t", created="2026-01-01T00:00:00", budget={"name": "quick"},
-        split=split or {"test": 150}, profile=profile,
+        tunewise_version="0.1.0", run_id="t", created="2026-01-01T00:00:00", budget=BUDGETS["quick"],
+        split=SPLIT | (split or {}), profile=profile,
         task={"name": "t", "type": "classification", "metric": "accuracy",
               "constraints": {"knowledge_update": knowledge, "latency_ms_limit": latency}},
         candidates=list(candidates), comparisons=list(comparisons), learning_curve=curve, cost=cost_, **extra)
@@ -253,7 +257,7 @@ def api_vs_lora(api_per_1k, lora_per_1k, monthly=None, p=0.4):
     r = run(cands, comparisons=comparisons, cost_=cost(**{"classical": 0.001, "zero_shot": 0.02, "few_shot": 0.05,
                                                           "knn_few_shot": 0.06, "lora": lora_per_1k,
                                                           "zero_shot@gpt": api_per_1k}))
-    r.task["constraints"]["monthly_requests"] = monthly
+    r.task.constraints.monthly_requests = monthly
     return r
 
 
@@ -295,7 +299,7 @@ def test_over_budget_candidate_is_not_recommended():
 def test_sparse_evidence_falls_back_to_intervals():
     cands = [cand("zero_shot", "prompting", "zero_shot", 0.60, 0.55, 0.65),
              cand("lora", "finetune", "lora", 0.80, 0.75, 0.85)]
-    v = decide(RunResults(tunewise_version="0", run_id="r", created="now", task={}, budget={}, split={},
+    v = decide(RunResults(tunewise_version="0", run_id="r", created="now", task={}, budget=BUDGETS["quick"], split=SPLIT,
                           candidates=cands), None, None)
     assert v.decision == "FINE_TUNE" and "intervals do not overlap" in v.summary
     assert_reasons_cite_numbers(v)

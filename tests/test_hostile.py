@@ -133,6 +133,7 @@ def test_every_text_field_of_a_report_is_escaped():
     """Beyond what a run puts there: candidate names, errors, notes, verdict text, profile values."""
     from test_report import full_results
     from tunewise.report import render_html, render_markdown
+    from tunewise.results import DataProfile
 
     r = full_results()
     for i, c in enumerate(r.candidates):
@@ -140,9 +141,9 @@ def test_every_text_field_of_a_report_is_escaped():
     r.verdict.summary = PAYLOADS[0]
     r.verdict.reasons[0].finding = PAYLOADS[3]
     r.verdict.would_change = PAYLOADS
-    r.profile = {PAYLOADS[1]: PAYLOADS, "examples": [{"text": p} for p in PAYLOADS]}
+    r.profile = DataProfile.model_validate({PAYLOADS[1]: PAYLOADS, "examples": [{"text": p} for p in PAYLOADS]})
     r.warnings = PAYLOADS
-    r.task["name"] = PAYLOADS[5]
+    r.task.name = PAYLOADS[5]
     assert_inert(render_html(r), report_page=True)
     assert_inert(markdown_as_html(render_markdown(r)))
 

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from tunewise.config import BUDGETS
 from tunewise.report import plots, render_html, render_markdown, write_report
 from tunewise.results import (
     AdaptiveScoring, ApiUse, BreakEven, CandidateCost, CandidateResult, ClassScore, Comparison, ComputeEstimate, Confusion,
     Cost, CurvePoint, EpochLoss, Forgetting, ForgettingEntry, Interval, LearningCurve, Look, Overfitting, Projection, Reason,
-    RunResults,
+    RunResults, RunTask,
     Verdict,
 )
 
@@ -71,11 +72,12 @@ def full_results() -> RunResults:
         task={"name": "support-intents", "type": "classification", "metric": "accuracy", "target": 0.88,
               "labels": LABELS, "constraints": {"latency_ms_limit": 300.0, "monthly_requests": 2_000_000,
                                                 "knowledge_update": "never", "on_premises": False}},
-        budget={"name": "standard", "epochs": 2, "shots": 4, "bootstrap": 1000},
-        split={"method": "stratified", "seed": 13, "train": 1200, "test": 300},
-        data={"source": "data/intents.jsonl", "sha256": "9f2c", "skipped": 2},
-        profile={"records": 1500, "labels": {"count": 5, "imbalance_ratio": 1.9, "top": ["billing", "refund"]},
-                 "input_tokens": {"mean": 38.2, "p95": 91}, "duplicates": 3, "warnings": ["2 empty inputs skipped"]},
+        budget=BUDGETS["standard"],
+        split={"source": "seeded split, 20% held out", "seed": 13, "train": 1200, "test": 300},
+        data={"source": "data/intents.jsonl", "hash": "9f2c", "skipped_count": 2},
+        profile={"records": {"train": 1200, "test": 300}, "label_count": 5, "imbalance_ratio": 1.9,
+                 "tokens": {"mean": 38.2, "p95": 91}, "duplicates": {"exact": 3},
+                 "warnings": ["2 empty inputs skipped"]},
         candidates=candidates,
         comparisons=[Comparison(a="lora", b=b, metric="accuracy", diff=0.871 - v, ci_low=0.871 - v - 0.04,
                                 ci_high=0.871 - v + 0.04, p_value=p, test="paired_bootstrap")
@@ -117,7 +119,8 @@ def full_results() -> RunResults:
 
 def minimal_results() -> RunResults:
     return RunResults(tunewise_version="0.1.0", run_id="min", created="2026-03-01T12:00:00Z",
-                      task={"name": "tiny", "metric": "accuracy"}, budget={}, split={},
+                      task={"name": "tiny", "metric": "accuracy"}, budget=BUDGETS["quick"],
+                      split={"train": 8, "test": 4, "source": "test file", "seed": 0},
                       candidates=[CandidateResult(name="majority_class", family="classical", strategy="majority",
                                                   metrics={"accuracy": iv(0.5)}),
                                   CandidateResult(name="zero_shot", family="prompting", strategy="zero_shot",
@@ -256,7 +259,7 @@ def test_partial_evidence_is_reported_not_crashed():
     lc.points[0].status, lc.points[0].error = "failed", "OOM at fraction 0.125"
     r.cost.break_even = None
     r.verdict = Verdict(decision="INSUFFICIENT_EVIDENCE", summary="Too few points.", reasons=[])
-    r.task = {"name": "partial"}  # no metric, target or constraints
+    r.task = RunTask(name="partial")  # no target or constraints (the metric is always set: its default)
     html, md = render_html(r), render_markdown(r)
     assert "Not extrapolable: only 2 points succeeded" in html and "OOM at fraction 0.125" in html
     assert '<figure id="plot-learning-curve">' in html

@@ -49,7 +49,7 @@ def check_agreement(results, served, local) -> None:
     assert any("echo+logprobs no, chat logprobs no" in n for n in served.notes)  # found by probing
     assert served.answers == local.answers and all(served.answers)  # greedy text, token for token
     assert served.predictions == local.predictions and served.unparsed == local.unparsed
-    assert served.api.requests == results.split["test_scored"] and local.api is None
+    assert served.api.requests == results.split.test_scored and local.api is None
     assert served.latency_ms["p95"] > 0 and served.prompt_tokens_mean > 0
     api_cost = next(c for c in results.cost.candidates if c.candidate == served.name)
     assert api_cost.hosting == "api" and api_cost.per_1k_requests == pytest.approx(

@@ -51,6 +51,7 @@ WRITER = textwrap.dedent("""
     import sys
     from pathlib import Path
     from tunewise.report import write_report
+    from tunewise.config import BUDGETS
     from tunewise.results import RunResults
     from tunewise.store import Store
 
@@ -58,7 +59,7 @@ WRITER = textwrap.dedent("""
     store = Store(root / "store")
     n = len(store.keys("candidate"))
     results = RunResults(tunewise_version="t", run_id="run", created="now", task={"name": "x" * 5000},
-                         budget={}, split={})
+                         budget=BUDGETS["quick"], split={"train": 8, "test": 4, "source": "test file", "seed": 0})
     ready = False
     while True:
         store.put("candidate", f"{n:06d}", {"i": n, "payload": "y" * 2000})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -14,7 +13,7 @@ import typer
 from tunewise import __version__
 from tunewise.errors import TunewiseError
 from tunewise.flags import Device, FailOn, choices
-from tunewise.ui import Progress, console
+from tunewise.ui import Progress, console, quiet_libraries
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="Should we fine-tune a language model for this task, or not? Measured on your data.")
@@ -41,28 +40,7 @@ def _version(value: bool):
 def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
          debug: bool = typer.Option(False, "--debug", help="show tracebacks on errors")):
     STATE["debug"] = debug
-    os.environ.setdefault("HF_HUB_OFFLINE", "1") if not os.environ.get("TUNEWISE_ONLINE") else None
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    _quiet_libraries()
-
-
-def _quiet_libraries() -> None:
-    import logging
-    import warnings
-
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=".*past_key_values.*")
-    for name in ("transformers", "peft", "accelerate", "sentence_transformers", "huggingface_hub"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
+    quiet_libraries()
 
 
 def _fail(exc: TunewiseError):
@@ -92,46 +70,13 @@ def guarded(fn):
     return wrapper
 
 
-def _prepare(data, demo, task, test, skip_invalid, seed, model):
-    from tunewise.data.prepare import prepare
+def _request(data, demo, **settings):
+    """What a command was asked, for the pipeline: `--demo condition` gives the demo's name as DATA."""
+    from tunewise.pipeline import RunRequest
 
-    if demo:  # `--demo condition`: the demo task's name arrives as DATA
-        demo, data = (str(data) if data else "sentiment"), None
-    else:
-        demo = None
-
-    prep = prepare(str(data) if data else None, demo=demo, task_file=str(task) if task else None,
-                   test_file=str(test) if test else None, skip_invalid=skip_invalid, seed=seed, model=model)
-    if prep.skipped:
-        console.print(f"[yellow]skipped {len(prep.skipped)} invalid record(s):[/yellow]")
-        for issue in prep.skipped[:20]:
-            console.print(f"  {issue}", markup=False, highlight=False, soft_wrap=True)
-    return prep
-
-
-def _profile(prep, model, store, progress, max_length=256):
-    """The data profile, computed once per store even by concurrent runs (the others wait and reuse it)."""
-    from tunewise.data.profile import profile
-    from tunewise.store import make_key
-
-    # everything the profile reports: the records and where they came from, what was skipped or filtered
-    key = make_key("profile", prep.data_key, prep.source, [r.id for r in prep.split.train],
-                   [r.id for r in prep.split.test], [str(i) for i in prep.skipped], prep.filtered,
-                   prep.task.model_dump(), model, max_length)
-
-    def compute():
-        computed["yes"] = True
-        result = profile(prep.task, prep.split, model_name=model, max_length=max_length, progress=progress.note)
-        result["skipped"] = {"count": len(prep.skipped), "records": [str(i) for i in prep.skipped[:200]]}
-        result["filtered"] = prep.filtered
-        return result
-
-    computed = {}
-    result = store.cached("profile", key, compute, on_wait=lambda: progress.note(
-        "profile: another run on this store is computing it; waiting to reuse it"))
-    if not computed:
-        progress.note("profile: computed earlier, reused from the store")
-    return result, store
+    if demo:
+        return RunRequest(demo=str(data) if data else "sentiment", **settings)
+    return RunRequest(data=str(data) if data else None, **settings)
 
 
 @app.command("profile")
@@ -143,21 +88,16 @@ def profile_cmd(data: Optional[Path] = DataArg, task: Optional[Path] = TaskOpt, 
                 as_json: bool = typer.Option(False, "--json", help="print the profile as JSON on stdout")):
     """Read, validate and split the data, then measure it: size, balance, duplicates, leakage, lengths,
     domain gap."""
-    from tunewise.data.sufficiency import split_warnings
-    from tunewise.report.console import print_warnings
-    from tunewise.store import Store
+    from tunewise.pipeline import profile
 
-    progress = Progress(quiet=as_json)
-    db = Store(store)  # a bad --store fails before the data is read
-    prep = _prepare(data, demo, task, test, skip_invalid, seed, model)
-    print_warnings(split_warnings(prep.task, prep.split), console)
-    result, _ = _profile(prep, model, db, progress, max_length)
+    req = _request(data, demo, task=task, test=test, skip_invalid=skip_invalid, model=model, seed=seed)
+    task_spec, result = profile(req, store, Progress(quiet=as_json), max_length)
     if as_json:
-        print(json.dumps(result, indent=2, default=str))
+        print(json.dumps(result.model_dump(mode="json", exclude_unset=True), indent=2, default=str))
     else:
         from tunewise.data.profile_view import print_profile
 
-        print_profile(result, prep.task, console)
+        print_profile(result.model_dump(mode="json", exclude_unset=True), task_spec, console)
 
 
 @app.command("run")
@@ -186,54 +126,19 @@ def run_cmd(data: Optional[Path] = DataArg, task: Optional[Path] = TaskOpt, demo
                                                      "warning, instead of stopping"),
             store: Path = StoreOpt, seed: int = SeedOpt):
     """The bake-off on one frozen split, then learning curve, forgetting, compute, cost, a verdict and a report."""
-    from tunewise.clock import StageClock
-    from tunewise.config import get_budget
-    from tunewise.data.sufficiency import check_split
-    from tunewise.flags import check_gate, check_run_flags, parse_candidates
-    from tunewise.report.console import print_warnings
-    from tunewise.runner import RunOptions, run
-    from tunewise.store import Store
-
-    progress = Progress()
-    # every flag and both folders before any work: a typo must not cost a profile or a whole run
-    bud = get_budget(budget)
-    out = out or Path("tunewise-runs") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    gate, dev = check_run_flags(fail_on=fail_on, device=device, target=target, models=[model, *also_model],
-                                out=out, store=store)
-    names = parse_candidates(candidates)
-    prep = _prepare(data, demo, task, test, skip_invalid, seed, model)
-    if target is not None:
-        prep.task = prep.task.model_copy(update={"target": target})
-    from tunewise.models.endpoint import check_prompt_models
-
-    check_prompt_models(prompt_model, prep.task.models)
-    check_gate(gate, prep.task.target)
-    warnings = check_split(prep.task, prep.split, prep.source, allow_unseen_labels=allow_unseen_labels)
-    print_warnings(warnings, console)
-    _check_candidates(prep.task, model, also_model, full_ft, names, prompt_model)
-    db = Store(store)
-    clock = StageClock.for_run(db, out, prep.data_key, prep.task.model_dump(), bud.model_dump(), model, also_model,
-                               names, full_ft, seed, no_curve, no_forgetting, prompt_model, first="profile")
-    progress.on_activity = clock.beat
-    profile, _ = _profile(prep, model, db, progress, bud.max_length)
-    clock.lap("profile", then="compute_estimate")
-    opts = RunOptions(budget=bud, out_dir=out, store=db, model=model, extra_models=also_model, candidates=names,
-                      prompt_models=prompt_model, full_ft=full_ft, seed=seed, device=dev.value,
-                      learning_curve=not no_curve, forgetting=not no_forgetting, profile=profile, clock=clock,
-                      warnings=warnings)
-    results = run(prep, opts, progress)
+    from tunewise.flags import parse_candidates, pick
+    from tunewise.pipeline import run
     from tunewise.report.console import print_summary
 
+    out = out or Path("tunewise-runs") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    req = _request(data, demo, task=task, test=test, skip_invalid=skip_invalid, model=model, budget=budget,
+                   target=target, candidates=parse_candidates(candidates), also_models=also_model,
+                   prompt_models=prompt_model, full_ft=full_ft, learning_curve=not no_curve,
+                   forgetting=not no_forgetting, device=device, fail_on=fail_on,
+                   allow_unseen_labels=allow_unseen_labels, seed=seed)
+    results = run(req, out, store, Progress())
     print_summary(results, out, console)
-    _gate(gate, results)
-
-
-def _check_candidates(task, model, also_model, full_ft, names, prompt_models=()) -> None:
-    """--candidates against the line-up this task and these flags give (unknown or unfit names fail now)."""
-    from tunewise.bakeoff import default_candidates
-    from tunewise.runner import _select
-
-    _select(default_candidates(task, model, also_model, full_ft, list(prompt_models)), names, model)
+    _gate(pick("--fail-on", fail_on, FailOn) if fail_on is not None else None, results)
 
 
 def _gate(gate: FailOn | None, results) -> None:
@@ -251,10 +156,11 @@ def _gate(gate: FailOn | None, results) -> None:
 @guarded
 def report_cmd(run_dir: Path = typer.Argument(..., help="a run folder written by `tunewise run`"),
                store: Path = StoreOpt):
-    """Rebuild report.html, report.md and results.json from the store, without recomputing anything."""
+    """Rebuild report.html, report.md and results.json from the run's results.json (or, when that is
+    missing or unreadable, the store's copy of this folder's run), without recomputing anything."""
+    from tunewise.api import load_run
     from tunewise.flags import writable_folder
     from tunewise.report import write_report
-    from tunewise.report.console import load_run
 
     results = load_run(run_dir, store)
     writable_folder(run_dir, "RUN_DIR")

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tunewise.config import Budget, TaskSpec
 
 
 class Interval(BaseModel):
@@ -229,15 +231,82 @@ class Verdict(BaseModel):
     would_change: list[str] = Field(default_factory=list)
 
 
+class RunTask(TaskSpec):
+    """The task as it was run: the task file's keys, the target override applied and the labels resolved
+    (inferred from train when the file declares none; empty for generation). Its `metric` is always set:
+    the one home of the metric default is TaskSpec's validator."""
+
+    labels: list[str] = Field(default_factory=list, description="the label set the run scored")
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: list[str]) -> list[str]:  # replaces TaskSpec's check: generation has none
+        return value
+
+
+class SplitSummary(BaseModel):
+    """The frozen split and how much of it the run used."""
+
+    train: int
+    test: int
+    source: str  # "test file" or "seeded split, 20% held out"
+    seed: int
+    test_scored: int | None = None  # most test records any candidate was scored on
+    train_used: int | None = None  # after the budget's cap and the validation slice
+    validation: int | None = None  # carved from train
+
+
+class DataSummary(BaseModel):
+    """Where the records came from, their hash, and what was skipped or filtered."""
+
+    source: str = ""
+    hash: str = ""
+    skipped_count: int = 0
+    skipped: list[str] = Field(default_factory=list)  # file:line field: reason, at most 200
+    filtered: dict[str, int] = Field(default_factory=dict)  # deliberate filters, e.g. rare demo labels
+
+
+class DataProfile(BaseModel):
+    """The data profile (`tunewise profile`). The fields the verdict reads are typed; the nested
+    measurements (tokens, duplicates, leakage, dates, domain gap) stay mappings, and keys this version
+    does not know are kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    records: dict[str, int] = Field(default_factory=dict)  # train, test
+    train_records: int | None = None
+    test_records: int | None = None
+    split_source: str | None = None
+    task_type: str | None = None
+    labels: dict[str, dict[str, int]] | None = None  # per split: label -> count (classification)
+    label_count: int | None = None
+    examples_per_class_min: int | None = None
+    examples_per_class_median: float | None = None
+    majority_share: float | None = None
+    majority_label: str | None = None
+    unseen_test_labels: list[str] | None = None
+    tokens: dict | None = None
+    duplicates: dict | None = None
+    leakage: dict | None = None
+    embedder: str | None = None
+    multi_turn_share: float | None = None
+    multi_turn_count: int | None = None
+    dates: dict | None = None
+    domain_gap: dict | None = None
+    settings: dict | None = None
+    skipped: dict | None = None  # count, records
+    filtered: dict[str, int] | None = None
+
+
 class RunResults(BaseModel):
     tunewise_version: str
-    run_id: str
+    run_id: str  # unique per run (the store keys the run by it); older runs used their folder's name
     created: str
-    task: dict
-    budget: dict
-    split: dict
-    data: dict = Field(default_factory=dict)  # source, hash, skipped records
-    profile: dict | None = None
+    task: RunTask
+    budget: Budget
+    split: SplitSummary
+    data: DataSummary = Field(default_factory=DataSummary)
+    profile: DataProfile | None = None
     candidates: list[CandidateResult] = Field(default_factory=list)
     comparisons: list[Comparison] = Field(default_factory=list)
     test_scoring: AdaptiveScoring | None = None
@@ -253,3 +322,7 @@ class RunResults(BaseModel):
 
     def candidate(self, name: str) -> CandidateResult | None:
         return next((c for c in self.candidates if c.name == name), None)
+
+    @property
+    def metric(self) -> str:
+        return self.task.primary_metric

@@ -24,7 +24,7 @@ from tunewise.evaluate.stats import joint_resamples
 from tunewise.evidence import detect_overfitting, fit_learning_curve
 from tunewise.evidence import measure
 from tunewise.report import write_report
-from tunewise.results import RunResults
+from tunewise.results import DataProfile, RunResults, SplitSummary
 from tunewise.store import Store, make_key
 from tunewise.strategies import CandidateSpec, Context, ModelPool
 from tunewise.strategies.prompts import system_turn
@@ -45,10 +45,11 @@ class RunOptions:
     device: str = "auto"
     learning_curve: bool = True
     forgetting: bool = True
-    profile: dict | None = None
+    profile: DataProfile | None = None
     profile_seconds: float | None = None  # measured by the caller, which profiles before the run
     clock: StageClock | None = None  # the caller's, when it times stages before the run (and across resumes)
     warnings: list[str] = field(default_factory=list)  # shown at the top of the report
+    write_report: bool = True  # the report files and the run's store entry (False: the API without out=)
 
 
 def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
@@ -61,10 +62,10 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
     data_key = make_key(prep.data_key, [r.id for r in test], [r.id for r in train])
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     results = RunResults(
-        tunewise_version=__version__, run_id=opts.out_dir.name, created=dt.datetime.now().isoformat(timespec="seconds"),
-        task=task.model_dump() | {"labels": prep.labels}, budget=budget.model_dump(),
-        split=prep.split.summary() | {"test_scored": None, "train_used": len(train),
-                                      "validation": len(validation)},
+        tunewise_version=__version__, run_id=new_run_id(opts.out_dir),
+        created=dt.datetime.now().isoformat(timespec="seconds"),
+        task=task.model_dump() | {"labels": prep.labels}, budget=budget,
+        split=SplitSummary(**prep.split.summary(), train_used=len(train), validation=len(validation)),
         data=prep.data_summary(), profile=opts.profile,
         environment={"python": platform.python_version(), "machine": platform.machine(), "device": opts.device,
                      "seed": seed, "store": str(opts.store.path)}, warnings=list(opts.warnings))
@@ -90,7 +91,7 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
     results.candidates, results.test_scoring = run_bakeoff(
         specs, task=task, labels=prep.labels, train=train, validation=validation, test=test, budget=budget,
         seed=seed, run_dir=opts.out_dir, store=opts.store, data_key=data_key, progress=progress, device=opts.device)
-    results.split["test_scored"] = max(results.test_scoring.records.values(), default=0)
+    results.split.test_scored = max(results.test_scoring.records.values(), default=0)
     clock.lap("bakeoff", then="learning_curve")
     for e in results.compute:
         c = results.candidate(e.candidate)
@@ -128,10 +129,19 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
     clock.lap("cost_and_verdict")
     progress.on_activity = None
     results.stage_seconds = clock.totals()
-    opts.store.put("run", results.run_id, {"dir": str(opts.out_dir), "results": results.model_dump(mode="json")})
-    write_report(results, opts.out_dir)
+    if opts.write_report:
+        opts.store.save_run(results.run_id, opts.out_dir, results.model_dump(mode="json"))
+        write_report(results, opts.out_dir)
     clock.finish()
     return results
+
+
+def new_run_id(out_dir: Path) -> str:
+    """The run folder's name and a random suffix: unique, so runs in `a/first` and `b/first` sharing a
+    store never overwrite each other's entry."""
+    import uuid
+
+    return f"{out_dir.name}-{uuid.uuid4().hex[:8]}"
 
 
 def _select(specs: list[CandidateSpec], names: list[str] | None, model: str = DEFAULT_MODEL) -> list[CandidateSpec]:

@@ -146,6 +146,28 @@ class Store:
             self.put(kind, key, value)
             return value
 
+    def save_run(self, run_id: str, folder: str | Path, results: dict) -> None:
+        """A finished run's results under its unique id, found again by its folder (`run_in`). A run
+        written again into the same folder replaces the earlier one's entry."""
+        folder = str(Path(folder).resolve())
+        previous = self.get("run_folder", make_key(folder))
+        self.put("run", run_id, {"dir": folder, "results": results})
+        self.put("run_folder", make_key(folder), {"dir": folder, "run_id": run_id})
+        if previous and previous.get("run_id") != run_id:
+            self.delete("run", previous["run_id"])
+
+    def run_in(self, folder: str | Path) -> tuple[str, dict] | None:
+        """(run id, entry) of the run last written into `folder`; None when none was."""
+        folder = Path(folder).resolve()
+        index = self.get("run_folder", make_key(str(folder)))
+        candidates = [index["run_id"]] if index else []
+        candidates.append(folder.name)  # written by 0.3.0, keyed by the folder's name: only if it is this folder
+        for run_id in candidates:
+            entry = self.get("run", run_id)
+            if isinstance(entry, dict) and isinstance(entry.get("dir"), str) and Path(entry["dir"]).resolve() == folder:
+                return run_id, entry
+        return None
+
     def close(self) -> None:
         self._db.close()
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from tunewise.config import TaskSpec, load_task
 from tunewise.data.demo import load_demo
-from tunewise.data.read import InvalidRecords, load_records
+from tunewise.data.read import InvalidRecords, load_records, records_from_rows
 from tunewise.data.records import Dataset, Issue, Record, records_hash
 from tunewise.data.split import Split, make_split
 from tunewise.errors import ConfigError
@@ -30,10 +30,11 @@ class Prepared:
                 "skipped": [str(i) for i in self.skipped[:200]], "filtered": self.filtered}
 
 
-def prepare(data: str | None, *, demo: str | None = None, task_file: str | None = None,
-            overrides: dict | None = None, test_file: str | None = None, skip_invalid: bool = False,
+def prepare(data: str | list[dict] | None, *, demo: str | None = None, task_file: str | None = None,
+            overrides: dict | None = None, test_file: str | list[dict] | None = None, skip_invalid: bool = False,
             seed: int = 0, model: str | None = None) -> Prepared:
-    """Read, validate and split. Exactly one of `data` and `demo` is given."""
+    """Read, validate and split. Exactly one of `data` and `demo` is given; `data` and `test_file` are
+    a file's path or records in memory (dicts shaped like JSONL lines)."""
     if (data is None) == (demo is None):
         raise ConfigError("give a DATA file or --demo, not both and not neither",
                           fix="e.g. `tunewise profile data.jsonl --task task.yaml` or `tunewise profile --demo`")
@@ -44,10 +45,10 @@ def prepare(data: str | None, *, demo: str | None = None, task_file: str | None 
         source = f"demo:{demo}"
     else:
         task = load_task(task_file, overrides)
-        train = load_records(data, task, skip_invalid=skip_invalid)
-        test_path = test_file or task.test_file
-        test = load_records(test_path, task, skip_invalid=skip_invalid) if test_path else None
-        source = str(data) + (f" + {test_path}" if test_path else "")
+        test_path = test_file if test_file is not None else task.test_file
+        train = _load(data, task, skip_invalid, "records")
+        test = _load(test_path, task, skip_invalid, "test records") if test_path is not None else None
+        source = train.source + (f" + {test.source}" if test else "")
     skipped = train.skipped + (test.skipped if test else [])
     if model is not None:
         skipped += _check_lengths(model, [train] + ([test] if test else []), skip_invalid)
@@ -63,6 +64,12 @@ def prepare(data: str | None, *, demo: str | None = None, task_file: str | None 
                           fix="check output_field in the task file")
     filtered = {k: v for d in (train, test) if d for k, v in d.filtered.items()}
     return Prepared(task=task, split=split, labels=labels, source=source, skipped=skipped, filtered=filtered)
+
+
+def _load(data, task: TaskSpec, skip_invalid: bool, name: str) -> Dataset:
+    if isinstance(data, (str, bytes)) or hasattr(data, "__fspath__"):
+        return load_records(data, task, skip_invalid=skip_invalid)
+    return records_from_rows(data, task, source=name, skip_invalid=skip_invalid)
 
 
 def _check_lengths(model: str, datasets: list[Dataset], skip_invalid: bool) -> list[Issue]:

@@ -75,19 +75,34 @@ def load_records(path: str | Path, task: TaskSpec, *, skip_invalid: bool = False
         pairs = _csv_rows(text, str(p), task)
     else:
         pairs = _jsonl_rows(text, str(p))
+    return _dataset(pairs, task, str(p), skip_invalid)
+
+
+def records_from_rows(rows, task: TaskSpec, *, source: str = "records", skip_invalid: bool = False) -> Dataset:
+    """Records given in memory (the Python API): dicts shaped like JSONL lines, validated the same way;
+    an issue's line is the row's 1-based position."""
+    if isinstance(rows, (str, bytes, dict)) or not hasattr(rows, "__iter__"):
+        raise DataError(source, f"expected a list of records (dicts), got {type(rows).__name__}",
+                        fix="pass e.g. [{'text': 'great', 'label': 'pos'}, ...] or a data file's path")
+    pairs = ((n, row if isinstance(row, dict) else _Bad(None, f"expected a dict, got {type(row).__name__}"))
+             for n, row in enumerate(rows, start=1))
+    return _dataset(pairs, task, source, skip_invalid)
+
+
+def _dataset(pairs, task: TaskSpec, source: str, skip_invalid: bool) -> Dataset:
     records, issues = [], []
     for line, row in pairs:
         try:
             if isinstance(row, _Bad):
                 raise row
-            records.append(_to_record(row, task, str(p), line))
+            records.append(_to_record(row, task, source, line))
         except _Bad as bad:
-            issues.append(Issue(str(p), line, bad.field, bad.reason))
+            issues.append(Issue(source, line, bad.field, bad.reason))
     if issues and not skip_invalid:
-        raise InvalidRecords(str(p), issues)
+        raise InvalidRecords(source, issues)
     if not records:
-        raise DataError(str(p), f"no valid records ({len(issues)} skipped)", fix="check the file's format")
-    return Dataset(records=records, source=str(p), skipped=issues)
+        raise DataError(source, f"no valid records ({len(issues)} skipped)", fix="check the file's format")
+    return Dataset(records=records, source=source, skipped=issues)
 
 
 def _jsonl_rows(text: str, source: str):

@@ -52,18 +52,17 @@ class Facts:
 
     @classmethod
     def build(cls, results: RunResults, target: float | None, latency_ms_limit: float | None) -> "Facts":
-        task = results.task or {}
-        cons = task.get("constraints") or {}
-        metric = task.get("metric") or next((m for c in results.candidates for m in c.metrics), "accuracy")
+        task, cons = results.task, results.task.constraints
+        metric = results.metric
         scored = [c for c in results.candidates if c.status == "ok" and metric in c.metrics]
         majority = next((c for c in scored if c.strategy == "majority"), None)
         return cls(
             results=results, metric=metric,
-            target=target if target is not None else task.get("target"),
-            latency_ms_limit=latency_ms_limit if latency_ms_limit is not None else cons.get("latency_ms_limit"),
-            knowledge_update=cons.get("knowledge_update") or "never",
-            on_premises=bool(cons.get("on_premises")),
-            narrow=bool(cons.get("narrow_scope") or task.get("narrow_scope")),
+            target=target if target is not None else task.target,
+            latency_ms_limit=latency_ms_limit if latency_ms_limit is not None else cons.latency_ms_limit,
+            knowledge_update=cons.knowledge_update,
+            on_premises=cons.on_premises,
+            narrow=False,  # a task file states no scope (only the advisor asks it)
             options=tuple(c for c in scored if c.family != "baseline" and c.strategy != "majority"),
             majority=majority,
             failed=tuple(c for c in results.candidates if c.status == "failed"),
@@ -149,9 +148,8 @@ class Facts:
 
     @property
     def monthly_requests(self) -> float | None:
-        cons = (self.results.task or {}).get("constraints") or {}
         assumed = self.results.cost.assumptions.get("monthly_requests") if self.results.cost else None
-        volume = cons.get("monthly_requests") or assumed
+        volume = self.results.task.constraints.monthly_requests or assumed
         return float(volume) if isinstance(volume, (int, float)) and volume > 0 else None
 
     def cost_key(self, c: CandidateResult) -> tuple:
@@ -169,16 +167,12 @@ class Facts:
         ns = [p.n for p in curve.points if p.status == "ok"] if curve else []
         if ns:
             return max(ns)
-        return _int((self.results.profile or {}).get("train_records"))
+        return self.results.profile.train_records if self.results.profile else None
 
     @property
     def test_size(self) -> int | None:
-        split = self.results.split or {}
-        for key in ("test_scored", "test", "n_test", "test_size", "test_records"):  # scored, not split size
-            n = _int(split.get(key))
-            if n:
-                return n
-        return None
+        split = self.results.split  # scored, not split size
+        return split.test_scored or split.test or None
 
     def decision_for(self, c: CandidateResult) -> str:
         """The verdict a winning candidate stands for; small fine-tuned models under limits are SMALL_MODEL."""
@@ -194,6 +188,3 @@ def label(c: CandidateResult) -> str:
     """How a candidate is named in sentences: its name, or a readable strategy when the name is just that."""
     return _PRETTY.get(c.name, c.name) if c.name == c.strategy else c.name
 
-
-def _int(x) -> int | None:
-    return int(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None

@@ -106,7 +106,7 @@ def general_task(f: Facts, decision: str, win) -> list[Reason]:
 
 
 def domain_knowledge(f: Facts, decision: str, win) -> list[Reason]:
-    gap = (f.results.profile or {}).get("domain_gap")
+    gap = f.results.profile.domain_gap if f.results.profile else None
     if isinstance(gap, dict):
         gap = gap.get("ratio", gap.get("perplexity_ratio"))
     if not isinstance(gap, (int, float)) or isinstance(gap, bool):
@@ -118,7 +118,7 @@ def domain_knowledge(f: Facts, decision: str, win) -> list[Reason]:
 
 
 def multi_turn(f: Facts, decision: str, win) -> list[Reason]:
-    share = (f.results.profile or {}).get("multi_turn_share")
+    share = f.results.profile.multi_turn_share if f.results.profile else None
     if not isinstance(share, (int, float)) or not share:
         return []
     return [Reason(criterion="multi_turn", finding=f"{share:.0%} of records are multi-turn dialogues, scored on "
@@ -146,8 +146,8 @@ def enough_data(f: Facts, decision: str, win) -> list[Reason]:
         else:
             text += f"; not extrapolable: {curve.reason or 'too few points'}"
         out.append(Reason(criterion="enough_data", finding=text, vote=vote))
-    prof = f.results.profile or {}
-    n, per_class = prof.get("train_records"), prof.get("examples_per_class_min")
+    prof = f.results.profile
+    n, per_class = (prof.train_records, prof.examples_per_class_min) if prof else (None, None)
     if isinstance(n, int) and not (curve and pts):
         out.append(Reason(criterion="enough_data", finding=f"{fmt.count(n)} training records"))
     if isinstance(per_class, (int, float)):

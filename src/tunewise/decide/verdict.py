@@ -12,7 +12,7 @@ The rules, tried in order; the first that applies decides:
    INSUFFICIENT_EVIDENCE (try a larger model, check the labels).
 3. Limits: options over the p95 latency limit or the compute budget are not recommended; if that
    leaves none -> INSUFFICIENT_EVIDENCE naming the limit.
-4. Target (argument, else results.task["target"]): among options that reach it, the CHEAPEST (cost per
+4. Target (argument, else results.task.target): among options that reach it, the CHEAPEST (cost per
    1,000 requests, else p95 latency, prompt length, family) wins; options whose lower bound reaches the
    target are preferred, point estimates alone are accepted with a stated uncertainty.
 5. Target out of reach, but the learning curve projects it reachable with more data -> COLLECT_MORE_DATA,
@@ -107,8 +107,7 @@ def _none_learned(f: Facts) -> Choice | None:
 
 def _data_is_short(f: Facts) -> bool:
     """Too little data to expect learning: small training set, few examples per class, or a rising curve."""
-    prof = f.results.profile or {}
-    per_class = prof.get("examples_per_class_min")
+    per_class = f.results.profile.examples_per_class_min if f.results.profile else None
     curve = f.results.learning_curve
     pts = [p for p in curve.points if p.status == "ok"] if curve else []
     rising = len(pts) >= 2 and pts[-1].ci_low > pts[0].value
@@ -237,8 +236,7 @@ def _cheaper_of_ties(f: Facts, best: CandidateResult, short: str) -> Choice | No
 
 def _more_test(f: Facts) -> str:
     """Where more test evidence comes from: the rest of the split when a cap stopped scoring, else new data."""
-    scoring, split = f.results.test_scoring, f.results.split or {}
-    total = split.get("test")
+    scoring, total = f.results.test_scoring, f.results.split.test
     if scoring is not None and scoring.stop.startswith("time cap") and f.test_size and total and f.test_size < total:
         return (f"a larger budget (the time cap stopped scoring at {fmt.count(f.test_size)} of the "
                 f"{fmt.count(total)} test records)")
@@ -306,14 +304,14 @@ def _failures(f: Facts) -> str:
 
 def _stated(f: Facts) -> list[str]:
     """The limits this verdict respected, as stated by the task."""
-    cons = (f.results.task or {}).get("constraints") or {}
+    cons = f.results.task.constraints
     out = []
     if f.target is not None:
         out.append(f"target {f.metric} >= {f.target:g}")
     if f.latency_ms_limit is not None:
         out.append(f"p95 latency <= {f.latency_ms_limit:g} ms")
-    if cons.get("compute_budget_hours") is not None:
-        out.append(f"compute budget {cons['compute_budget_hours']:g} device hours")
+    if cons.compute_budget_hours is not None:
+        out.append(f"compute budget {cons.compute_budget_hours:g} device hours")
     if f.knowledge_update != "never":
         out.append(f"knowledge updates {_rate(f)}")
     if f.on_premises:

@@ -15,14 +15,8 @@ def ok_candidates(results: RunResults) -> list[CandidateResult]:
 
 
 def primary_metric(results: RunResults) -> str | None:
-    """The task's metric; else the first metric any successful candidate reports."""
-    metric = results.task.get("metric")
-    if metric:
-        return str(metric)
-    for c in ok_candidates(results):
-        if c.metrics:
-            return next(iter(c.metrics))
-    return None
+    """The task's metric (always set: TaskSpec holds its default)."""
+    return results.metric
 
 
 def metric_names(results: RunResults) -> list[str]:
@@ -37,12 +31,12 @@ def metric_names(results: RunResults) -> list[str]:
 
 
 def target(results: RunResults) -> float | None:
-    value = results.task.get("target")
+    value = results.task.target
     return float(value) if value is not None else None
 
 
 def latency_limit(results: RunResults) -> float | None:
-    value = (results.task.get("constraints") or {}).get("latency_ms_limit")
+    value = results.task.constraints.latency_ms_limit
     return float(value) if value is not None else None
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rich.table import Table
@@ -28,9 +27,9 @@ def print_verdict(verdict: Verdict, console) -> None:
 
 
 def print_summary(results: RunResults, out_dir: Path, console) -> None:
-    metric = results.task.get("metric") or "accuracy"
-    table = Table(title=f"{results.task.get('name')}: {metric} on up to {results.split.get('test_scored')} "
-                        f"of {results.split.get('test')} test records")
+    metric = results.metric
+    table = Table(title=f"{results.task.name}: {metric} on up to {results.split.test_scored} "
+                        f"of {results.split.test} test records")
     for col in ("candidate", "model", "status", "records", metric, "p95 ms", "train s"):
         table.add_column(col)
     for c in results.candidates:
@@ -63,10 +62,10 @@ def gate_failed(rule: str, results: RunResults) -> tuple[bool, str]:
     v = results.verdict
     decision = v.decision if v else "none"
     if rule == "below-target":
-        target = results.task.get("target")
+        target = results.task.target
         if target is None:
             raise TunewiseError("--fail-on below-target needs a target", fix="set target in the task or --target")
-        metric = results.task.get("metric") or "accuracy"
+        metric = results.metric
         name = v.candidate if v and v.candidate else None
         best = results.candidate(name) if name else None
         score = best.metrics[metric].value if best and metric in best.metrics else None
@@ -79,36 +78,7 @@ def gate_failed(rule: str, results: RunResults) -> tuple[bool, str]:
 
 
 def load_run(run_dir: Path, store_dir: Path) -> RunResults:
-    """A run's results from the store (keyed by its folder name), else from its results.json."""
-    from tunewise.store import Store, check_store_dir
+    """Kept for callers of this old home: see tunewise.api.load_run."""
+    from tunewise.api import load_run as load
 
-    if not run_dir.is_dir():
-        raise TunewiseError(f"{run_dir}: not a run folder", fix="pass a folder written by `tunewise run`")
-    check_store_dir(store_dir)
-    rerun = "re-run the same `tunewise run` command with --out pointing here: finished work is reused from the store"
-    if (store_dir / "store.sqlite").is_file():
-        hit = Store(store_dir).get("run", run_dir.name)
-        if hit is not None:
-            try:
-                return RunResults.model_validate(hit["results"])
-            except (ValueError, TypeError, KeyError) as exc:
-                raise TunewiseError(f"store {store_dir}: the entry for run {run_dir.name} is incomplete "
-                                    f"({_reason(exc)})", fix=rerun) from exc
-    path = run_dir / "results.json"
-    if not path.is_file():
-        raise TunewiseError(f"{run_dir}: no results in the store ({store_dir}) nor a results.json",
-                            fix="point --store at the store used by the run")
-    try:
-        return RunResults.model_validate_json(path.read_bytes())
-    except ValueError as exc:  # truncated or not JSON, or a field missing (pydantic's ValidationError)
-        raise TunewiseError(f"{path}: not a complete results.json ({_reason(exc)})", fix=rerun) from exc
-
-
-def _reason(exc: Exception) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        first = errors()[0]
-        where = ".".join(str(x) for x in first.get("loc", ()))
-        return f"{where + ': ' if where else ''}{first.get('msg', '')}"
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    return load(run_dir, store_dir)

@@ -88,7 +88,7 @@ def render_html(results: RunResults) -> str:
         focus=focus,
         figures=figures(results),
         lc_points=[p for p in lc.points] if lc else [],
-        task_name=results.task.get("name") or "task",
+        task_name=results.task.name or "task",
         not_measured=C.NOT_MEASURED,
         scoring_summary=C.scoring_summary,
     )

@@ -191,12 +191,14 @@ def _profile(r: RunResults) -> list[str]:
     out = ["## Data profile", ""]
     if not r.profile:
         return out + _absent("data profile")
-    return out + [f"- **{_t(k)}**: {_code(_compact(v))}" for k, v in r.profile.items()] + [""]
+    shown = r.profile.model_dump(mode="json", exclude_unset=True)  # the keys the profile measured
+    return out + [f"- **{_t(k)}**: {_code(_compact(v))}" for k, v in shown.items()] + [""]
 
 
 def _settings(r: RunResults) -> list[str]:
     out = ["## Settings", ""]
-    blocks = {"task": r.task, "budget": r.budget, "split": r.split, "data": r.data, "environment": r.environment,
+    typed = {name: getattr(r, name).model_dump(mode="json") for name in ("task", "budget", "split", "data")}
+    blocks = typed | {"environment": r.environment,
               "time per stage (seconds)": r.stage_seconds}
     blocks.update({f"candidate {c.name}": {"strategy": c.strategy, "model": c.model, "params": c.params,
                                             "trainable_params": c.trainable_params, "artifact": c.artifact,
@@ -210,10 +212,10 @@ def _settings(r: RunResults) -> list[str]:
 def render_markdown(results: RunResults) -> str:
     """The report as Markdown: verdict and reasons first, then the evidence, then every setting."""
     r = results
-    name = r.task.get("name") or "task"
+    name = r.task.name or "task"
     head = [f"# tunewise report: {_t(name)}", "",
             f"run {_code(r.run_id)} · {_t(r.created)} · tunewise {r.tunewise_version}"
-            + (f" · budget {_t(r.budget['name'])}" if r.budget.get("name") else "")
+            + (f" · budget {_t(r.budget.name)}" if r.budget.name else "")
             + (f" · metric {C.primary_metric(r)}" if C.primary_metric(r) else "")
             + (f" · target {C.target(r):g}" if C.target(r) is not None else ""), ""]
     sections = [_warnings, _verdict, _candidates, _comparisons, _test_scoring, _learning_curve, _overfitting, _forgetting,
