@@ -278,8 +278,8 @@ def serve_cmd(run_dir: Path = RunDirArg, candidate: Optional[str] = CandidateOpt
     /v1/models, /health); needs the `serve` extra (pip install 'tunewise[serve]')."""
     from tunewise.deploy.serve import serve
 
-    serve(run_dir, candidate, host, port, api_key_env, device.value, say=lambda text: console.print(
-        text, markup=False, highlight=False, soft_wrap=True))
+    say = lambda text: console.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+    serve(run_dir, candidate, host, port, api_key_env, device.value, say=say)
 
 
 @app.command("export")
@@ -294,8 +294,8 @@ def export_cmd(run_dir: Path = RunDirArg, candidate: Optional[str] = CandidateOp
     from tunewise.flags import writable_folder
 
     writable_folder(out, "--out")
-    report = export(run_dir, candidate, fmt, out, device.value, say=console.print)
-    console.print(report)
+    say = lambda text: console.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+    say(export(run_dir, candidate, fmt, out, device.value, say=say))
 
 
 @app.command("advise")
