@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench bench-precision bench-decisiveness bench-reliability bench-http bench-curve clean
+.PHONY: install demo test test-slow bench bench-precision bench-decisiveness bench-reliability bench-http bench-curve bench-serve clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -42,6 +42,9 @@ bench-reliability: $(STAMP)
 
 bench-http: $(STAMP)
 	$(BIN)/python benchmarks/http.py
+
+bench-serve: $(STAMP)
+	$(BIN)/python benchmarks/serve.py
 
 bench-curve: $(STAMP)
 	$(BIN)/python benchmarks/curve.py

@@ -215,6 +215,9 @@ class Contender:
         """A candidate that cannot be saved still counts in the bake-off: noted, never hidden."""
         if not self.keep:
             return
+        if not hasattr(self.strategy, "save"):
+            self.result.notes.append(f"not saved for serve/export: strategy '{self.spec.strategy}' has no save")
+            return
         from tunewise.strategies.saved import save_candidate
 
         try:

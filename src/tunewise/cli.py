@@ -274,8 +274,8 @@ def serve_cmd(run_dir: Path = RunDirArg, candidate: Optional[str] = CandidateOpt
               api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="NAME of the environment "
                                                         "variable holding the key clients must send as a bearer token"),
               device: Device = typer.Option(Device.auto, "--device", help="auto | cpu | cuda")):
-    """Serve a run's candidate over an OpenAI-compatible API (/v1/chat/completions, /v1/completions,
-    /v1/models, /health); needs the `serve` extra (pip install 'tunewise[serve]')."""
+    r"""Serve a run's candidate over an OpenAI-compatible API (/v1/chat/completions, /v1/completions,
+    /v1/models, /health); needs the `serve` extra (pip install 'tunewise\[serve]')."""
     from tunewise.deploy.serve import serve
 
     say = lambda text: console.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
@@ -289,7 +289,8 @@ def export_cmd(run_dir: Path = RunDirArg, candidate: Optional[str] = CandidateOp
                out: Path = typer.Option(..., "--out", help="folder to write the exported model into"),
                device: Device = typer.Option(Device.auto, "--device", help="auto | cpu | cuda (the check's scoring)")):
     """Export a run's fine-tuned candidate (adapter, merged transformers folder or GGUF), then check it:
-    the exported model re-scores the run's test sample and the export fails if it scores worse."""
+    the exported model re-scores the run's test sample; the export fails (exit 1) if it scores worse beyond
+    noise or reproduces fewer than 90% of the run's predictions."""
     from tunewise.deploy.export import export
     from tunewise.flags import writable_folder
 

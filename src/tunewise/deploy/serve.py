@@ -42,8 +42,11 @@ def load_chosen(run_dir: Path, name: str | None, device: str = "auto"):
 
 def serve(run_dir: Path, name: str | None, host: str, port: int, api_key_env: str | None, device: str,
           say=print) -> None:
-    import uvicorn
-
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as exc:
+        raise ConfigError(f"tunewise serve needs {exc.name}, not installed", fix="pip install 'tunewise[serve]'") from None
     from tunewise.deploy.server import create_app
 
     key = api_key_from_env(api_key_env)
