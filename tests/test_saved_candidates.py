@@ -37,6 +37,19 @@ def test_what_each_family_saved(tiny_run):
     assert spec["strategy"] == "lora" and spec["model"] == "smollm2-135m"
 
 
+def test_a_new_run_folder_reusing_cached_candidates_gets_their_saved_folders(tiny_run):
+    """Nothing is fitted again (every result comes from the store), yet the new folder is self-contained."""
+    from tiny_run import make_tiny_run
+
+    again = make_tiny_run(tiny_run.run_dir.parent, name="rerun")
+    for name in FAMILIES:
+        assert again.results.candidate(name).predictions == tiny_run.results.candidate(name).predictions
+        assert (again.run_dir / "candidates" / name / "saved" / CANDIDATE_FILE).is_file()
+    assert not (again.run_dir / "candidates" / "lora" / "adapter").exists()  # lora was not trained again
+    loaded = load_candidate(again.run_dir / "candidates" / "classical" / "saved")
+    assert [s.prediction for s in loaded.predict(tiny_run.test)] == tiny_run.results.candidate("classical").predictions
+
+
 def test_a_folder_without_a_saved_candidate_is_a_one_line_error(tmp_path):
     with pytest.raises(ConfigError, match="no saved candidate"):
         load_candidate(tmp_path)

@@ -20,7 +20,6 @@ import pytest
 from servers import AppServer, free_port
 from tiny_run import FAMILIES
 from tunewise.deploy.server import create_app
-from tunewise.strategies.prompts import input_turns, system_turn
 from tunewise.strategies.saved import load_candidate
 
 KEY = "test-key-123"
@@ -90,26 +89,36 @@ def test_a_key_is_required_when_set(tiny_run):
         assert health["status"] == "ok"  # /health needs no key
 
 
-def test_completions_echo_logprobs_score_labels_like_the_run(tiny_run):
-    """tunewise's HTTP backend scoring labels by likelihood against the served LoRA (as `tunewise run
-    --prompt-model http://.../v1#smollm2-135m` does, the served name giving the local tokenizer) picks
-    the labels the LoRA picked in the run, with the run's prompt."""
-    from tunewise.config import ModelConfig
-    from tunewise.models.chat_format import ChatFormat
-    from tunewise.models.http import HttpBackend
-    from tunewise.models.load import load_tokenizer
+def test_prompting_the_served_lora_over_http_reproduces_its_run(tiny_run):
+    """The loop with the HTTP backend: a zero-shot candidate prompting the served LoRA through
+    /v1/completions echo + logprobs (as `tunewise run --prompt-model http://.../v1#smollm2-135m` does;
+    the served base-model name gives tunewise the local tokenizer, so prompts go as token ids) is
+    scored in a bake-off on the run's test records and predicts what the LoRA predicted in the run."""
+    from tunewise.bakeoff import run_bakeoff
+    from tunewise.config import Budget, ModelConfig, TaskSpec
+    from tunewise.store import Store
+    from tunewise.strategies import CandidateSpec
+    from tunewise.ui import Progress
 
     lora = tiny_run.results.candidate("lora")
-    task = load_candidate(tiny_run.run_dir / "candidates" / "lora" / "saved").task
     labels = tiny_run.results.task["labels"]
     with serving(tiny_run, "lora") as server:
-        backend = HttpBackend("served", ModelConfig(base_url=server.url, model="smollm2-135m"), None,
-                              ChatFormat(load_tokenizer("smollm2-135m")))
-        assert backend.capabilities().best_method() == "likelihood"
-        scored = backend.score_labels(system_turn(task, labels), [input_turns(r) for r in tiny_run.test], labels)
+        task = TaskSpec.model_validate({k: v for k, v in tiny_run.results.task.items() if k != "labels"}
+                                       | {"labels": labels, "models": {"served": ModelConfig(
+                                           base_url=server.url, model="smollm2-135m")}})
+        spec = CandidateSpec(name="zero_shot@served", strategy="zero_shot", model="served",
+                             options={"calibrate": False})
+        budget = Budget.model_validate(tiny_run.results.budget)
+        (served,), _ = run_bakeoff([spec], task=task, labels=labels, train=[], validation=[], test=tiny_run.test,
+                                   budget=budget, seed=0, run_dir=tiny_run.run_dir.parent / "loop",
+                                   store=Store(tiny_run.run_dir.parent / ".tunewise-loop"), data_key="loop",
+                                   progress=Progress(quiet=True))
         text = client(server.url).completions.create(model="lora", prompt="The review says", max_tokens=4,
                                                      echo=True, logprobs=2)
-    assert [s.prediction for s in scored] == lora.predictions
+    assert served.status == "ok", served.error
+    assert served.scoring == "likelihood" and any("echo+logprobs yes" in n for n in served.notes)
+    assert served.predictions == lora.predictions
+    assert served.metrics["accuracy"].value == lora.metrics["accuracy"].value
     lp = text.choices[0].logprobs
     assert lp.token_logprobs[0] is None and len(lp.tokens) == len(lp.token_logprobs) == len(lp.text_offset)
     assert text.choices[0].text.startswith("The review says") and len(lp.top_logprobs[1]) == 2

@@ -28,7 +28,8 @@ class TinyRun:
     test: list[Record]  # in scoring order: predictions[i] is the run's answer to test[i]
 
 
-def make_tiny_run(folder: Path) -> TinyRun:
+def make_tiny_run(folder: Path, name: str = "run") -> TinyRun:
+    """The run in folder/<name>, its store in folder/.tunewise: a second name reuses every candidate."""
     from tunewise.bakeoff import run_bakeoff
 
     task, train_set, test_set = load_demo("sentiment")
@@ -40,7 +41,7 @@ def make_tiny_run(folder: Path) -> TinyRun:
     test = test_order(test_set.records, 8, seed=0, stratified=True)[:8]
     specs = [CandidateSpec(name=n, strategy=n, model=None if n in ("majority", "classical") else "smollm2-135m")
              for n in FAMILIES]
-    run_dir = folder / "run"
+    run_dir = folder / name
     candidates, scoring = run_bakeoff(specs, task=task, labels=labels, train=train, validation=validation,
                                       test=test, budget=budget, seed=0, run_dir=run_dir,
                                       store=Store(folder / ".tunewise"), data_key="tiny", progress=Progress(quiet=True))

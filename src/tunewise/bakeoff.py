@@ -233,7 +233,8 @@ class Contender:
 
         if self.keep and self.ok and (self.saved_in_store / CANDIDATE_FILE).is_file():
             folder = self.ctx.work_dir / "saved"
-            shutil.copytree(self.saved_in_store, folder, dirs_exist_ok=True)
+            shutil.rmtree(folder, ignore_errors=True)  # a resumed run's older copy is replaced whole
+            shutil.copytree(self.saved_in_store, folder)
             write_check(folder, test[:self.n], self.result.predictions)
 
     def _save(self, test: list[Record]) -> None:

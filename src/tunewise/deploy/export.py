@@ -169,6 +169,7 @@ def _check(folder: Path, saved: dict, model, tokenizer, device: str) -> Check:
     from tunewise.evaluate.sequential import paired_test
     from tunewise.evaluate.stats import metric_value
     from tunewise.models.lm import LanguageModel
+    from tunewise.models.load import pick_device
     from tunewise.strategies.finetune import FineTune
     from tunewise.strategies.prompts import input_turns, system_turn
     from tunewise.strategies.saved import read_check
@@ -180,6 +181,7 @@ def _check(folder: Path, saved: dict, model, tokenizer, device: str) -> Check:
     task, labels = TaskSpec.model_validate(saved["task"]), saved["labels"]
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    model = model.to(pick_device(device)).eval()
     lm = LanguageModel(FineTune._for_scoring(model, device), tokenizer, str(folder))
     system = system_turn(task, labels)
     rests = [input_turns(r) for r in records]

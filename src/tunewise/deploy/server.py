@@ -101,8 +101,10 @@ def create_app(candidate: LoadedCandidate, *, api_key: str | None = None, names:
             if request.url.path.startswith("/v1/"):
                 _check_key(request.headers.get("authorization"), api_key)
             if request.method == "POST":
-                declared = request.headers.get("content-length")
-                if declared is not None and int(declared) > max_body_bytes:
+                declared = request.headers.get("content-length", "0")
+                if not declared.isdigit():
+                    raise ApiError(400, f"Content-Length '{declared}' is not a number")
+                if int(declared) > max_body_bytes:
                     raise ApiError(413, f"request body of {int(declared)} bytes is over the limit of "
                                         f"{max_body_bytes}", code="request_too_large")
                 if len(await request.body()) > max_body_bytes:
