@@ -24,7 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+# Run as a script, this file's folder would come first on sys.path and benchmarks/http.py would hide the
+# standard library's `http` package: drop the folder, add tests/ (the servers).
 HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from servers import AppServer  # noqa: E402
