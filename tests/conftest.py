@@ -34,3 +34,12 @@ def banking77_or_skip() -> Path:
     if not (folder / "train.csv").is_file():
         pytest.skip(f"banking77 not found at {folder}: the shared data folder is absent")
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A tiny real run folder with every family saved (tests/tiny_run.py), shared by the tests of saved
+    candidates, `tunewise serve` and `tunewise export`."""
+    from tiny_run import make_tiny_run
+
+    return make_tiny_run(tmp_path_factory.mktemp("tiny-run"))

@@ -64,7 +64,7 @@ def test_version_for_real():
 def test_help_lists_the_commands():
     result = invoke("--help")
     assert result.exit_code == 0
-    for command in ("profile", "run", "report", "advise"):
+    for command in ("profile", "run", "report", "advise", "serve", "export"):
         assert command in result.output
 
 

@@ -9,6 +9,7 @@ recorded as failed with its error and the run goes on.
 
 from __future__ import annotations
 
+import shutil
 import time
 import traceback
 from pathlib import Path
@@ -87,8 +88,10 @@ class Contender:
     finished candidate is reused as it is, and one resumed mid-scoring is fitted again (cheap for
     prompting and classical; a fine-tuned model loads its trained weights from the store)."""
 
-    def __init__(self, spec: CandidateSpec, ctx: Context, store: Store, data_key: str, progress: Progress):
+    def __init__(self, spec: CandidateSpec, ctx: Context, store: Store, data_key: str, progress: Progress,
+                 keep: bool = True):
         self.spec, self.ctx, self.store, self.progress = spec, ctx, store, progress
+        self.keep = keep  # save the fitted candidate (strategies/saved.py) for serve and export
         self.key: str | None = None
         self.fitted = False
         self.single_seconds: list[float] = []  # single requests: the latency sample
@@ -200,6 +203,39 @@ class Contender:
             _fill(self.result, facts)
             self.result.notes += self.ctx.notes
         self.fitted = True
+        self._save_fitted()
+
+    @property
+    def saved_in_store(self) -> Path:
+        """The fitted candidate kept in the store, so a later run folder that reuses its cached result
+        gets it too (copied by `publish`)."""
+        return self.ctx.checkpoint_dir / "saved"
+
+    def _save_fitted(self) -> None:
+        """A candidate that cannot be saved still counts in the bake-off: noted, never hidden."""
+        if not self.keep:
+            return
+        if not hasattr(self.strategy, "save"):
+            self.result.notes.append(f"not saved for serve/export: strategy '{self.spec.strategy}' has no save")
+            return
+        from tunewise.strategies.saved import save_candidate
+
+        try:
+            save_candidate(self.spec, self.strategy, self.ctx, self.saved_in_store)
+        except Exception as exc:  # noqa: BLE001 (any failure: the note says which)
+            (self.ctx.work_dir / "save_error.txt").write_text(traceback.format_exc())
+            self.result.notes.append(f"not saved for serve/export: {_one_line(exc)}")
+
+    def publish(self, test: list[Record]) -> None:
+        """Copy the saved candidate from the store into the run folder (RUN/candidates/<name>/saved),
+        with the first test records it scored and its predictions: what export re-scores to check."""
+        from tunewise.strategies.saved import CANDIDATE_FILE, write_check
+
+        if self.keep and self.ok and (self.saved_in_store / CANDIDATE_FILE).is_file():
+            folder = self.ctx.work_dir / "saved"
+            shutil.rmtree(folder, ignore_errors=True)  # a resumed run's older copy is replaced whole
+            shutil.copytree(self.saved_in_store, folder)
+            write_check(folder, test[:self.n], self.result.predictions)
 
     def _save(self, test: list[Record]) -> None:
         """Scores, latency and tokens from the records scored so far; then into the store."""
@@ -222,7 +258,7 @@ class Contender:
 def run_candidate(spec: CandidateSpec, ctx: Context, test: list[Record], store: Store, data_key: str,
                   progress: Progress) -> CandidateResult:
     """Fit and score one candidate on every record of `test`, or return its cached result."""
-    return Contender(spec, ctx, store, data_key, progress).score_upto(test, len(test))
+    return Contender(spec, ctx, store, data_key, progress, keep=False).score_upto(test, len(test))
 
 
 def _fill(result: CandidateResult, facts: FitFacts) -> None:
@@ -317,6 +353,7 @@ def run_bakeoff(specs: list[CandidateSpec], *, task: TaskSpec, labels: list[str]
         start = time.perf_counter()
         contender = Contender(spec, ctx, store, data_key, progress)
         contender.score_upto(test, sizes[0])
+        contender.publish(test)
         contenders.append(contender)
         progress.note(f"{spec.name}: {_summary(contender.result, task.primary_metric)} "
                       f"({time.perf_counter() - start:.0f} s)")

@@ -168,6 +168,43 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="a run folder written by
     console.print(f"report rebuilt: {paths['html']}")
 
 
+RunDirArg = typer.Argument(..., help="a run folder written by `tunewise run`")
+CandidateOpt = typer.Option(None, "--candidate", help="candidate name from the run (default: the verdict's)")
+
+
+@app.command("serve")
+@guarded
+def serve_cmd(run_dir: Path = RunDirArg, candidate: Optional[str] = CandidateOpt,
+              host: str = typer.Option("127.0.0.1", "--host", help="address to bind (default: this machine only)"),
+              port: int = typer.Option(8000, "--port", min=1, max=65535, help="port to listen on"),
+              api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="NAME of the environment "
+                                                        "variable holding the key clients must send as a bearer token"),
+              device: Device = typer.Option(Device.auto, "--device", help="auto | cpu | cuda")):
+    r"""Serve a run's candidate over an OpenAI-compatible API (/v1/chat/completions, /v1/completions,
+    /v1/models, /health); needs the `serve` extra (pip install 'tunewise\[serve]')."""
+    from tunewise.deploy.serve import serve
+
+    say = lambda text: console.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+    serve(run_dir, candidate, host, port, api_key_env, device.value, say=say)
+
+
+@app.command("export")
+@guarded
+def export_cmd(run_dir: Path = RunDirArg, candidate: Optional[str] = CandidateOpt,
+               fmt: str = typer.Option(..., "--format", help="adapter | merged | gguf"),
+               out: Path = typer.Option(..., "--out", help="folder to write the exported model into"),
+               device: Device = typer.Option(Device.auto, "--device", help="auto | cpu | cuda (the check's scoring)")):
+    """Export a run's fine-tuned candidate (adapter, merged transformers folder or GGUF), then check it:
+    the exported model re-scores the run's test sample; the export fails (exit 1) if it scores worse beyond
+    noise or reproduces fewer than 90% of the run's predictions."""
+    from tunewise.deploy.export import export
+    from tunewise.flags import writable_folder
+
+    writable_folder(out, "--out")
+    say = lambda text: console.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+    say(export(run_dir, candidate, fmt, out, device.value, say=say))
+
+
 @app.command("advise")
 @guarded
 def advise_cmd(answers: Optional[Path] = typer.Option(None, "--answers", help="answers file (YAML/JSON); "

@@ -36,6 +36,17 @@ class Record:
         return self.user_turns > 1
 
 
+def record_to_json(record: Record) -> dict:
+    return {"id": record.id, "messages": [list(m) for m in record.messages], "output": record.output,
+            "source": record.source, "line": record.line, "date": record.date}
+
+
+def record_from_json(data: dict) -> Record:
+    return Record(id=data["id"], messages=tuple((role, text) for role, text in data["messages"]),
+                  output=data["output"], source=data.get("source", ""), line=data.get("line", 0),
+                  date=data.get("date"))
+
+
 @dataclass(frozen=True)
 class Issue:
     """A bad record: where it is and why it was refused."""

@@ -83,6 +83,12 @@ class Strategy(Protocol):
     def predict_many(self, ctx: Context, records: list[Record]) -> list[Scored]:
         """Predict many records at once (batched or concurrent), in order."""
 
+    def save(self, folder: Path) -> None:
+        """Write what fit decided into `folder` (strategies/saved.py adds the spec and the task)."""
+
+    def load(self, ctx: Context, folder: Path) -> None:
+        """Restore what `save` wrote, instead of fitting: predictions are then those of the run."""
+
 
 class OneAtATime:
     """predict_many for strategies with nothing to batch."""

@@ -3,8 +3,10 @@ majority-class floor that every other option must beat to count at all."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
+from pathlib import Path
 
 from tunewise.data.records import Record
 from tunewise.errors import ConfigError
@@ -15,6 +17,9 @@ from tunewise.strategies.base import CandidateSpec, Context, Family, FitFacts, O
 def _classification_only(ctx: Context, name: str) -> None:
     if ctx.task.type != "classification":
         raise ConfigError(f"{name} applies to classification tasks only")
+
+
+PIPELINE = "pipeline.skops"
 
 
 @register("majority")
@@ -34,6 +39,12 @@ class Majority(OneAtATime):
 
     def predict(self, ctx: Context, record: Record) -> Scored:
         return Scored(self.label, 0.0, 0, 0)
+
+    def save(self, folder: Path) -> None:
+        (folder / "majority.json").write_text(json.dumps({"label": self.label}))
+
+    def load(self, ctx: Context, folder: Path) -> None:
+        self.label = json.loads((folder / "majority.json").read_text())["label"]
 
 
 @register("classical")
@@ -65,3 +76,21 @@ class TfidfLogistic(OneAtATime):
         start = time.perf_counter()
         label = self.pipe.predict([record.text])[0]
         return Scored(str(label), time.perf_counter() - start, 0, 0)
+
+    def save(self, folder: Path) -> None:
+        import skops.io as sio
+
+        sio.dump(self.pipe, folder / PIPELINE)
+
+    def load(self, ctx: Context, folder: Path) -> None:
+        """skops refuses to build any type it is not told to trust: only the numpy types the fitted
+        pipeline holds are trusted, so a tampered file fails instead of running code."""
+        import skops.io as sio
+
+        path = folder / PIPELINE
+        untrusted = sio.get_untrusted_types(file=path)
+        unexpected = [t for t in untrusted if not t.startswith("numpy.")]
+        if unexpected:
+            raise ConfigError(f"{path}: holds types a TF-IDF pipeline does not ({', '.join(unexpected[:5])})",
+                              fix="save the candidate again with `tunewise run`")
+        self.pipe = sio.load(path, trusted=untrusted)

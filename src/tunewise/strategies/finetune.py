@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 from tunewise.assets import DEFAULT_MODEL
@@ -106,6 +107,7 @@ class FineTune:
                        self.examples(base, ctx.validation, self.system), cfg, ctx.checkpoint_dir or ctx.work_dir,
                        progress=ctx.progress is not None)
         artifact = save_artifact(result.model, tokenizer, ctx.work_dir / ("adapter" if self.method == "lora" else "model"))
+        self.artifact = artifact
         _save_branches(result, artifact)
         if trained is not None:  # kept in the store: a resumed run scores more records without retraining
             save_artifact(result.model, tokenizer, trained)
@@ -132,6 +134,7 @@ class FineTune:
         """The adapter this candidate trained before (kept in the store), instead of training again."""
         from peft import PeftModel
 
+        self.artifact = trained
         self._ready(PeftModel.from_pretrained(base_model, str(trained)), tokenizer, ctx)
         facts = FitFacts.model_validate(json.loads((trained / FACTS).read_text()))
         return facts.model_copy(update={"notes": facts.notes + ["trained adapter loaded from the store"]})
@@ -143,6 +146,7 @@ class FineTune:
         from tunewise.models.load import count_params
 
         tuned = PeftModel.from_pretrained(model, self.adapter)
+        self.artifact = Path(self.adapter)
         trainable = count_params(tuned)[1]
         self._ready(tuned, tokenizer, ctx)
         records = nested_fraction(ctx.train, self.fraction, seed=ctx.seed,
@@ -151,6 +155,29 @@ class FineTune:
                         trainable_params=trainable,
                         scoring="likelihood" if ctx.task.type == "classification" else None,
                         notes=[f"decay branch saved at {self.adapter}"])
+
+    def save(self, folder: Path) -> None:
+        """The trained weights (the LoRA adapter, or the whole model for full fine-tuning), with the
+        tokenizer; the base model is named in the adapter's config and in candidate.json."""
+        shutil.copytree(self.artifact, folder / self.weights_dir, ignore=shutil.ignore_patterns("curve"))
+
+    def load(self, ctx: Context, folder: Path) -> None:
+        from tunewise.models.load import load_model
+
+        self.system = system_turn(ctx.task, ctx.labels)
+        weights = folder / self.weights_dir
+        if self.method == "full":
+            model, tokenizer = load_model(str(weights), device=ctx.device, dtype="float32")
+            self._ready(model, tokenizer, ctx)
+            return
+        from peft import PeftModel
+
+        model, tokenizer = load_model(self.model_name, device=ctx.device, dtype="float32")
+        self._ready(PeftModel.from_pretrained(model, str(weights)), tokenizer, ctx)
+
+    @property
+    def weights_dir(self) -> str:
+        return "adapter" if self.method == "lora" else "model"
 
     @staticmethod
     def _for_scoring(model, device: str):

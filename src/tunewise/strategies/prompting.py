@@ -14,20 +14,24 @@ used only when it scores better on the validation slice carved from train; the c
 
 from __future__ import annotations
 
+import json
 import random
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 
 from tunewise.assets import DEFAULT_MODEL
 from tunewise.config import SCORING_CHOICES
-from tunewise.data.records import Record
+from tunewise.data.records import Record, record_from_json, record_to_json
 from tunewise.errors import ConfigError
 from tunewise.models.backend import Scored, answer_tokens
 from tunewise.strategies.base import CandidateSpec, Context, Family, FitFacts, register
 from tunewise.strategies.prompts import example_turns, input_turns, parse_label, system_turn
 
 CONTENT_FREE = "N/A"
+PROMPT_FILE = "prompt.json"
+EXAMPLES_FILE = "examples.jsonl"
 METHOD_NOTES = {
     "likelihood": "labels scored by their full log-likelihood",
     "chat_logprobs": "labels scored by the chat answer's token log-probabilities (top {k}; exact for the label "
@@ -130,6 +134,18 @@ class PromptStrategy:
     def prepare(self, ctx: Context) -> None:
         """Choose examples once (static) or build an index (retrieved)."""
 
+    def save(self, folder: Path) -> None:
+        """The prompt, how labels are scored and the calibration choice (and the examples: subclasses)."""
+        (folder / PROMPT_FILE).write_text(json.dumps(
+            {"system": self.system, "method": self.method, "calibrate": self.calibrate, "k": self.k}, indent=1))
+
+    def load(self, ctx: Context, folder: Path) -> None:
+        saved = json.loads((folder / PROMPT_FILE).read_text())
+        self.system = [tuple(m) for m in saved["system"]]
+        self.method, self.calibrate, self.k = saved["method"], saved["calibrate"], saved["k"]
+        self.backend = ctx.models.backend(self.model_name)
+        self._prior = {}
+
     def examples_for(self, records: list[Record]) -> list[list[Record]]:
         """The examples shown before each record's input."""
         return [[] for _ in records]
@@ -217,6 +233,14 @@ class FewShot(PromptStrategy):
     def examples_for(self, records: list[Record]) -> list[list[Record]]:
         return [self.examples for _ in records]
 
+    def save(self, folder: Path) -> None:
+        super().save(folder)
+        _write_records(folder / EXAMPLES_FILE, self.examples)
+
+    def load(self, ctx: Context, folder: Path) -> None:
+        super().load(ctx, folder)
+        self.examples = _read_records(folder / EXAMPLES_FILE)
+
 
 @register("knn_few_shot")
 class KnnFewShot(PromptStrategy):
@@ -244,6 +268,22 @@ class KnnFewShot(PromptStrategy):
             ctx.notes.append(f"{self.spec.name}: labels restricted to those of the {self.k * 4} nearest "
                              "training examples for each input")
 
+    def save(self, folder: Path) -> None:
+        """The index: the training records and their embeddings, as retrieval saw them."""
+        super().save(folder)
+        _write_records(folder / EXAMPLES_FILE, self.train)
+        np.save(folder / "embeddings.npy", self.train_emb)
+        (folder / "index.json").write_text(json.dumps({"restrict": self.restrict}))
+
+    def load(self, ctx: Context, folder: Path) -> None:
+        from tunewise.models.embed import get_embedder
+
+        super().load(ctx, folder)
+        self.embedder = get_embedder()
+        self.train = _read_records(folder / EXAMPLES_FILE)
+        self.train_emb = np.load(folder / "embeddings.npy")
+        self.restrict = json.loads((folder / "index.json").read_text())["restrict"]
+
     def examples_for(self, records: list[Record]) -> list[list[Record]]:
         from tunewise.models.embed import nearest
 
@@ -257,3 +297,11 @@ class KnnFewShot(PromptStrategy):
             return ctx.labels
         seen = self._neighbour_labels[record.id]
         return [label for label in ctx.labels if label in seen]
+
+
+def _write_records(path: Path, records: list[Record]) -> None:
+    path.write_text("".join(json.dumps(record_to_json(r), ensure_ascii=False) + "\n" for r in records))
+
+
+def _read_records(path: Path) -> list[Record]:
+    return [record_from_json(json.loads(line)) for line in path.read_text().splitlines() if line]
