@@ -15,13 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from tunewise.errors import ConfigError
 
 TaskType = Literal["classification", "generation"]
-MetricName = Literal["accuracy", "macro_f1", "exact_match", "token_f1", "rouge_l"]
+MetricName = Literal["accuracy", "macro_f1", "exact_match", "token_f1", "rouge_l", "json_field_f1"]
 UpdateFrequency = Literal["never", "yearly", "monthly", "weekly", "daily", "realtime"]
 ScoringChoice = Literal["auto", "likelihood", "chat_logprobs", "generate"]
 SCORING_CHOICES: tuple[str, ...] = ("auto", "likelihood", "chat_logprobs", "generate")
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 CLASSIFICATION_METRICS = ("accuracy", "macro_f1")
-GENERATION_METRICS = ("exact_match", "token_f1", "rouge_l")
+GENERATION_METRICS = ("exact_match", "token_f1", "rouge_l", "json_field_f1")
 TASK_FILE_HELP = "see 'Data and task files' in the README for every key"
 KEY_FIXES = {  # task-file keys whose errors need more than the expected type
     "metric": f"classification takes {' or '.join(CLASSIFICATION_METRICS)}; generation takes "
