@@ -81,6 +81,8 @@ class CandidateResult(BaseModel):
     api: ApiUse | None = None  # prompted over HTTP: endpoint, prices, request counts
     predictions: list[str] = Field(default_factory=list, exclude=True)  # kept in the store, not the JSON
     answers: list[str] = Field(default_factory=list, exclude=True)  # generate-and-parse: raw answers (store only)
+    retrieval_recall: Interval | None = None  # share of test records whose named source document was retrieved
+    retrieval_hits: list[bool | None] = Field(default_factory=list, exclude=True)  # per record (store only)
 
 
 class Comparison(BaseModel):

@@ -16,7 +16,7 @@ from tunewise import __version__
 from tunewise.assets import DEFAULT_MODEL
 from tunewise.bakeoff import compare, default_candidates, run_bakeoff, run_candidate, score_predictions
 from tunewise.clock import StageClock
-from tunewise.config import Budget
+from tunewise.config import Budget, TaskSpec
 from tunewise.data.prepare import Prepared, carve_validation
 from tunewise.data.split import nested_fraction, subsample, test_order
 from tunewise.decide import decide
@@ -69,7 +69,7 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
         environment={"python": platform.python_version(), "machine": platform.machine(), "device": opts.device,
                      "seed": seed, "store": str(opts.store.path)}, warnings=list(opts.warnings))
     specs = _select(default_candidates(task, opts.model, opts.extra_models, opts.full_ft, opts.prompt_models),
-                    opts.candidates, opts.model)
+                    opts.candidates, opts.model, task)
     clock = opts.clock or StageClock(first="compute_estimate")
     if opts.clock is None and opts.profile_seconds is not None:
         clock.laps["profile"] = opts.profile_seconds
@@ -134,7 +134,8 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
     return results
 
 
-def _select(specs: list[CandidateSpec], names: list[str] | None, model: str = DEFAULT_MODEL) -> list[CandidateSpec]:
+def _select(specs: list[CandidateSpec], names: list[str] | None, model: str = DEFAULT_MODEL,
+            task: TaskSpec | None = None) -> list[CandidateSpec]:
     """The line-up's candidates named (by name or strategy), plus any registered strategy named that the
     line-up lacks (e.g. full_ft), on the --model."""
     if not names:
@@ -147,8 +148,11 @@ def _select(specs: list[CandidateSpec], names: list[str] | None, model: str = DE
     if unknown:
         raise ConfigError(f"--candidates: unknown {', '.join(unknown)}",
                           fix=f"use some of {', '.join(sorted(lineup | set(known())))}")
-    extra = [CandidateSpec(name=n, strategy=n, model=model) for n in dict.fromkeys(names)
-             if n not in lineup]
+    from tunewise.strategies.retrieval import RETRIEVAL_STRATEGIES, corpus_options
+
+    extra = [CandidateSpec(name=n, strategy=n, model=model,
+                           options=corpus_options(task) if task is not None and n in RETRIEVAL_STRATEGIES else {})
+             for n in dict.fromkeys(names) if n not in lineup]
     return [s for s in specs if s.strategy in names or s.name in names] + extra
 
 

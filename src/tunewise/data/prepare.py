@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tunewise.config import TaskSpec, load_task
 from tunewise.data.demo import load_demo
@@ -44,6 +45,8 @@ def prepare(data: str | None, *, demo: str | None = None, task_file: str | None 
         source = f"demo:{demo}"
     else:
         task = load_task(task_file, overrides)
+        if task.corpus and task_file and not Path(task.corpus).is_absolute():  # beside the task file
+            task = task.model_copy(update={"corpus": str(Path(task_file).parent / task.corpus)})
         train = load_records(data, task, skip_invalid=skip_invalid)
         test_path = test_file or task.test_file
         test = load_records(test_path, task, skip_invalid=skip_invalid) if test_path else None

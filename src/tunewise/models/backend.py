@@ -39,6 +39,7 @@ class Scored:
     cached: bool = False  # answered from the store's response cache (not paid again)
     unparsed: bool = False  # generate-and-parse: the answer matched no label (counted as wrong)
     answer: str | None = None  # generate-and-parse: the answer as written, before matching it to a label
+    retrieval_hit: bool | None = None  # retrieval: the record's named source document was among the passages
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,7 @@ class FineTune:
     def examples(self, lm: LanguageModel, records: list[Record], system):
         from tunewise.models.train import Example
 
-        return [Example(prompt_ids=lm.encode(lm.render(system + input_turns(r), add_generation_prompt=True)),
+        return [Example(prompt_ids=lm.encode(lm.render(system + self.turns(r), add_generation_prompt=True)),
                         completion_ids=lm.label_ids([r.output])[0]) for r in records]
 
     def fit(self, ctx: Context) -> FitFacts:
@@ -161,11 +161,15 @@ class FineTune:
             model = model.merge_and_unload()
         return cast_weights(model, pick_dtype("auto", pick_device(device))).eval()
 
+    def turns(self, record: Record):
+        """The record's own turns as the model sees them in training and scoring (retrieval adds passages)."""
+        return input_turns(record)
+
     def predict(self, ctx: Context, record: Record) -> Scored:
         return self.predict_many(ctx, [record])[0]
 
     def predict_many(self, ctx: Context, records: list[Record]) -> list[Scored]:
-        rests = [input_turns(r) for r in records]
+        rests = [self.turns(r) for r in records]
         if not records or ctx.task.type == "generation":
             return self.lm.generate([self.system + rest for rest in rests])
         return self.lm.score_labels(self.system, rests, ctx.labels)

@@ -137,6 +137,10 @@ class PromptStrategy:
     def candidate_labels(self, ctx: Context, record: Record) -> list[str]:
         return ctx.labels
 
+    def turns(self, record: Record):
+        """The record's own turns as the model sees them (retrieval adds its passages here)."""
+        return input_turns(record)
+
     def predict(self, ctx: Context, record: Record) -> Scored:
         return self._predict_many(ctx, [record], self.calibrate)[0][0]
 
@@ -150,7 +154,7 @@ class PromptStrategy:
             return []
         examples = self.examples_for(records)
         shared = self.system + (example_turns(examples[0]) if examples and not self.per_record_examples else [])
-        rests = [(example_turns(ex) if self.per_record_examples else []) + input_turns(r)
+        rests = [(example_turns(ex) if self.per_record_examples else []) + self.turns(r)
                  for r, ex in zip(records, examples)]
         if self.method == "generate":
             return [(s, s.prediction) for s in self._generate(ctx, shared, rests)]
