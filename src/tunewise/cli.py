@@ -179,6 +179,8 @@ def run_cmd(data: Optional[Path] = DataArg, task: Optional[Path] = TaskOpt, demo
             full_ft: bool = typer.Option(False, "--full-ft", help="also run full fine-tuning (models under 500M)"),
             no_curve: bool = typer.Option(False, "--no-curve", help="skip the learning curve"),
             no_forgetting: bool = typer.Option(False, "--no-forgetting", help="skip the forgetting probe"),
+            no_freshness: bool = typer.Option(False, "--no-freshness", help="skip the time split (run when the "
+                                              "task has a date_field)"),
             device: str = typer.Option("auto", "--device", help=choices(Device)),
             fail_on: Optional[str] = typer.Option(None, "--fail-on", help=f"exit 1 when: {choices(FailOn)}"),
             allow_unseen_labels: bool = typer.Option(False, "--allow-unseen-labels", help="score test labels that "
@@ -213,13 +215,15 @@ def run_cmd(data: Optional[Path] = DataArg, task: Optional[Path] = TaskOpt, demo
     _check_candidates(prep.task, model, also_model, full_ft, names, prompt_model)
     db = Store(store)
     clock = StageClock.for_run(db, out, prep.data_key, prep.task.model_dump(), bud.model_dump(), model, also_model,
-                               names, full_ft, seed, no_curve, no_forgetting, prompt_model, first="profile")
+                               names, full_ft, seed, no_curve, no_forgetting, no_freshness, prompt_model,
+                               first="profile")
     progress.on_activity = clock.beat
     profile, _ = _profile(prep, model, db, progress, bud.max_length)
     clock.lap("profile", then="compute_estimate")
     opts = RunOptions(budget=bud, out_dir=out, store=db, model=model, extra_models=also_model, candidates=names,
                       prompt_models=prompt_model, full_ft=full_ft, seed=seed, device=dev.value,
-                      learning_curve=not no_curve, forgetting=not no_forgetting, profile=profile, clock=clock,
+                      learning_curve=not no_curve, forgetting=not no_forgetting, freshness=not no_freshness,
+                      profile=profile, clock=clock,
                       warnings=warnings)
     results = run(prep, opts, progress)
     from tunewise.report.console import print_summary
@@ -233,7 +237,7 @@ def _check_candidates(task, model, also_model, full_ft, names, prompt_models=())
     from tunewise.bakeoff import default_candidates
     from tunewise.runner import _select
 
-    _select(default_candidates(task, model, also_model, full_ft, list(prompt_models)), names, model)
+    _select(default_candidates(task, model, also_model, full_ft, list(prompt_models)), names, model, task)
 
 
 def _gate(gate: FailOn | None, results) -> None:

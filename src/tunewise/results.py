@@ -214,6 +214,47 @@ class Cost(BaseModel):
     break_even: BreakEven | None = None
 
 
+class FreshnessRow(BaseModel):
+    """One candidate on the main split and on the time split; drop = main - time ("knowledge ageing")."""
+
+    candidate: str
+    family: str
+    status: Literal["ok", "failed"] = "ok"
+    error: str | None = None
+    main: Interval | None = None
+    time: Interval | None = None
+    drop: Interval | None = None
+    main_records: int | None = None
+    time_records: int | None = None
+
+
+class FrozenCorpus(BaseModel):
+    """A retrieval candidate on the time split with its corpus frozen at the cut-off vs updated."""
+
+    candidate: str
+    frozen: Interval
+    updated: Interval
+    gain: Interval  # updated - frozen, paired on the same records
+    p_value: float
+    records: int
+
+
+class Freshness(BaseModel):
+    """The time split: trained/indexed up to `cutoff`, tested on records dated after it."""
+
+    cutoff: str
+    metric: str
+    train_records: int
+    test_records: int
+    main_split: str  # what the main split is (seeded random split or a test file)
+    rows: list[FreshnessRow]
+    frozen: list[FrozenCorpus] = Field(default_factory=list)
+    leakage: dict[str, int] = Field(default_factory=dict)  # records/documents dated after the cut-off (must be 0)
+
+    def row(self, name: str) -> FreshnessRow | None:
+        return next((r for r in self.rows if r.candidate == name and r.status == "ok"), None)
+
+
 class Reason(BaseModel):
     criterion: str  # id from decide.criteria
     finding: str  # the sentence, citing numbers
@@ -246,6 +287,7 @@ class RunResults(BaseModel):
     learning_curve: LearningCurve | None = None
     overfitting: list[Overfitting] = Field(default_factory=list)
     forgetting: Forgetting | None = None
+    freshness: Freshness | None = None
     compute: list[ComputeEstimate] = Field(default_factory=list)
     cost: Cost | None = None
     verdict: Verdict | None = None

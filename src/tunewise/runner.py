@@ -45,6 +45,7 @@ class RunOptions:
     device: str = "auto"
     learning_curve: bool = True
     forgetting: bool = True
+    freshness: bool = True  # the time split, when the task has a date_field
     profile: dict | None = None
     profile_seconds: float | None = None  # measured by the caller, which profiles before the run
     clock: StageClock | None = None  # the caller's, when it times stages before the run (and across resumes)
@@ -118,7 +119,10 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
                                      for c in tuned], budget.probe_limit, seed),
                                      lambda: measure.forgetting(pool.lm(tuned[0].model or opts.model), tuned,
                                                                 budget, seed, opts.device, progress), progress)
-    clock.lap("forgetting", then="cost_and_verdict")
+    clock.lap("forgetting", then="freshness")
+    if task.date_field and opts.freshness:
+        results.freshness = _time_split(prep, opts, specs, results, test, progress)
+    clock.lap("freshness", then="cost_and_verdict")
     c = task.constraints
     import torch
 
@@ -132,6 +136,46 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
     write_report(results, opts.out_dir)
     clock.finish()
     return results
+
+
+def _time_split(prep, opts, specs, results, main_test, progress):
+    """Every candidate of the run fitted on the records up to the cut-off date and scored on those
+    after it; a rag candidate also with its corpus frozen at the cut-off (evidence/freshness.py)."""
+    from tunewise.evidence import freshness
+    from tunewise.strategies import build
+
+    task, budget, seed = prep.task, opts.budget, opts.seed
+    classification = task.type == "classification"
+    planned = freshness.plan(prep.split.train + prep.split.test, budget.train_limit, budget.test_first, seed,
+                             classification)
+    if planned is None:
+        progress.note(f"freshness: too few records dated by '{task.date_field}' for a time split "
+                      f"(at least {2 * freshness.MIN_SIDE} needed)")
+        return None
+    train, test, cutoff = planned
+    train, validation = carve_validation(train, seed=seed, classification=classification,
+                                         limit=budget.validation_limit)
+    progress.note(f"freshness: time split at {cutoff}: {len(train)} training records up to it, "
+                  f"{len(test)} test records after it")
+    ok = {c.name for c in results.candidates if c.status == "ok"}
+    run_specs = [s for s in specs if s.name in ok]
+    run_specs += [freshness.frozen_spec(s, cutoff) for s in run_specs if s.strategy in ("rag", "rag_lora")]
+    leakage = {"training records after the cut-off": sum(r.date[:10] > cutoff for r in train + validation)}
+    for s in run_specs:
+        if s.name.endswith(freshness.FROZEN_SUFFIX):
+            leakage[f"{s.name} documents after the cut-off"] = sum(
+                d.date is not None and d.date[:10] > cutoff for d in build(s).docs)
+    data_key = make_key("time-split", prep.data_key, cutoff, [r.id for r in test], [r.id for r in train])
+    pool = ModelPool(device=opts.device, models=task.models, store=opts.store, prices=task.constraints.prices)
+    timed = {}
+    for s in run_specs:
+        ctx = Context(task=task, labels=prep.labels, train=train, validation=validation, budget=budget, seed=seed,
+                      work_dir=opts.out_dir / "time_split", models=pool, device=opts.device,
+                      progress=progress.callback)
+        timed[s.name] = run_candidate(s, ctx, test, opts.store, data_key, progress)
+    main = [c for c in results.candidates if c.name in {s.name for s in specs}]
+    return freshness.table(main, timed, test, main_test, task.primary_metric, prep.labels if classification else None,
+                           cutoff, len(train), prep.split.source, budget.bootstrap, seed, leakage)
 
 
 def _select(specs: list[CandidateSpec], names: list[str] | None, model: str = DEFAULT_MODEL,

@@ -226,6 +226,16 @@ def small_model_latency(f: Facts, decision: str, win) -> list[Reason]:
 
 
 def realtime_updates(f: Facts, decision: str, win) -> list[Reason]:
+    from tunewise.decide import ageing
+
+    measured = ageing.figures(f)
+    out = [Reason(criterion="realtime_updates",
+                  finding="knowledge ageing measured on a time split: " + "; ".join(measured),
+                  vote="RETRIEVAL" if decision == "RETRIEVAL" else None)] if measured else []
+    return out + _declared_updates(f)
+
+
+def _declared_updates(f: Facts) -> list[Reason]:
     ku = f.knowledge_update
     if ku in FREQUENT:
         rate = "in real time" if ku == "realtime" else ku

@@ -133,6 +133,21 @@ def paired_bootstrap(metric: str, preds_a: list[str], preds_b: list[str], refere
             "p_value": (extreme + 1) / (n_resamples + 1), "test": "paired_bootstrap"}
 
 
+def unpaired_bootstrap(metric: str, preds_a: list[str], refs_a: list[str], preds_b: list[str], refs_b: list[str],
+                       labels: list[str] | None = None, n_resamples: int = 1000, seed: int = 0,
+                       alpha: float = 0.05) -> dict:
+    """a - b scored on two different test sets (e.g. a random and a time split): each set resampled on
+    its own, the percentile interval of the differences. {"value", "ci_low", "ci_high"}."""
+    if labels is None and metric == "macro_f1":
+        labels = sorted(set(refs_a) | set(refs_b))
+    va, sa = _statistic(metric, preds_a, refs_a, labels)
+    vb, sb = _statistic(metric, preds_b, refs_b, labels)
+    da = np.concatenate([sa(idx) for idx in _index_chunks(len(refs_a), n_resamples, seed)])
+    db = np.concatenate([sb(idx) for idx in _index_chunks(len(refs_b), n_resamples, seed + 1)])
+    lo, hi = _interval(va - vb, da - db, alpha)
+    return {"value": va - vb, "ci_low": lo, "ci_high": hi}
+
+
 def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
     """Exact McNemar test on per-item correctness; only items where a and b disagree carry evidence.
 
