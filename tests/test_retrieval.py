@@ -135,3 +135,13 @@ def test_rag_without_a_corpus_fails_with_the_fix():
 
     with pytest.raises(ConfigError, match="set `corpus:`"):
         build(CandidateSpec(name="rag", strategy="rag"))
+
+
+def test_front_matter_dates_a_folder_document(tmp_path):
+    (tmp_path / "a.md").write_text("---\ndate: 2019-05-01\n---\n# A\nbody")
+    (tmp_path / "b.md").write_text("no front matter\n---\n")
+    a, b = read_corpus(tmp_path)
+    assert (a.date, a.text) == ("2019-05-01", "# A\nbody") and b.date is None
+    (tmp_path / "c.md").write_text("---\ndate: [\n---\nx")
+    with pytest.raises(DataError, match="c.md: front matter"):
+        read_corpus(tmp_path)

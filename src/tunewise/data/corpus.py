@@ -1,6 +1,7 @@
 """The retrieval corpus: documents read from a folder or a JSONL, hashed, and cut into chunks.
 
-A folder holds .txt/.md files (the id is the path inside the folder, no date); a JSONL holds one
+A folder holds .txt/.md files (the id is the path inside the folder; a `date:` in a front-matter
+block dates it); a JSONL holds one
 {"id", "text", "date"?} object a line. Bad documents stop the read with one line naming the file,
 line and field: a corpus silently missing documents would make retrieval look worse than it is.
 """
@@ -9,12 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 from tunewise.errors import ConfigError, DataError
 
 TEXT_SUFFIXES = (".txt", ".md")
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?)\n---[ \t]*(?:\n|\Z)", re.S)
 
 
 @dataclass(frozen=True)
@@ -34,7 +39,7 @@ class Chunk:
 def read_corpus(path: str | Path) -> list[Document]:
     p = Path(path)
     if p.is_dir():
-        docs = [Document(id=f.relative_to(p).as_posix(), text=_text(f)) for f in sorted(p.rglob("*"))
+        docs = [_file_document(f, f.relative_to(p).as_posix()) for f in sorted(p.rglob("*"))
                 if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES]
     elif p.is_file():
         docs = list(_jsonl(p))
@@ -52,6 +57,22 @@ def _text(f: Path) -> str:
         return f.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(str(f), f"not valid UTF-8 at byte {exc.start}", fix="re-save the file as UTF-8") from exc
+
+
+def _file_document(f: Path, doc_id: str) -> Document:
+    """A file's text; a front-matter block (`---` lines around YAML, as Jekyll and Hugo write it) may
+    give its `date`, and is left out of the text."""
+    text = _text(f)
+    m = _FRONT_MATTER.match(text)
+    if m is None:
+        return Document(id=doc_id, text=text)
+    try:
+        meta = yaml.safe_load(m.group(1))
+    except yaml.YAMLError as exc:
+        raise DataError(str(f), f"front matter is not valid YAML ({str(exc).splitlines()[0]})",
+                        fix="write `date: YYYY-MM-DD` between the two `---` lines") from exc
+    date = meta.get("date") if isinstance(meta, dict) else None
+    return Document(id=doc_id, text=text[m.end():], date=str(date) if date not in (None, "") else None)
 
 
 def _jsonl(p: Path):
