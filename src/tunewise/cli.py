@@ -22,8 +22,9 @@ STATE = {"debug": False}
 
 DataArg = typer.Argument(None, help="data file: .jsonl (chat, prompt/completion, input/output, text/label), .csv or .tsv")
 TaskOpt = typer.Option(None, "--task", help="task file (YAML): type, fields, labels, metric, target, constraints")
-DemoOpt = typer.Option(False, "--demo", help="use the embedded demo: `--demo` (drug-review sentiment) or "
-                       "`--demo condition` (the word takes DATA's place)")
+DemoOpt = typer.Option(False, "--demo", help="use the embedded demo: `--demo` (drug-review sentiment), "
+                       "`--demo condition` or `--demo drug-condition` (free text, the reviews as corpus, time "
+                       "split; the word takes DATA's place)")
 TestOpt = typer.Option(None, "--test", help="held-out test file (else a seeded split of DATA)")
 SkipOpt = typer.Option(False, "--skip-invalid", help="skip bad records (counted and listed) instead of stopping")
 ModelOpt = typer.Option("smollm2-135m", "--model", help="language model: shipped alias, folder, .gguf or hub id")

@@ -115,8 +115,8 @@ class TaskSpec(_Strict):
     date_field: str | None = Field(None, description="record field holding a date (enables a time split)")
     corpus: str | None = Field(None, description="documents to retrieve from: a folder of .txt/.md files or a "
                                "JSONL of {id, text, date?}; relative to the task file (adds the rag candidates)")
-    source_field: str | None = Field(None, description="record field naming the corpus document that holds the "
-                                     "answer (enables retrieval recall@k)")
+    source_field: str | None = Field(None, description="record field naming the corpus document (or folder of "
+                                     "documents) that holds the answer (enables retrieval recall@k)")
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     labels: list[str] | None = Field(None, description="the label set; inferred from train when absent")
     metric: MetricName | None = Field(None, validate_default=True,

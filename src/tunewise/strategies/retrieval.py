@@ -41,6 +41,11 @@ class Retriever:
         return [[self.chunks[i] for i in row] for row in idx]
 
 
+def names_document(source: str, doc_id: str) -> bool:
+    """A record's source names a document, or a folder of them (`drug` for `drug/123`)."""
+    return doc_id == source or doc_id.startswith(source.rstrip("/") + "/")
+
+
 def with_passages(record: Record, passages: list[Chunk]):
     """The record's turns with the passages before its last user turn's text."""
     turns = input_turns(record)
@@ -106,7 +111,7 @@ class WithCorpus:
         """Whether each record's named source document was retrieved (for recall@k)."""
         for r, s in zip(records, scored):
             if r.doc is not None:
-                s.retrieval_hit = r.doc in {c.doc_id for c in self._passages[r.id]}
+                s.retrieval_hit = any(names_document(r.doc, c.doc_id) for c in self._passages[r.id])
         return scored
 
 
