@@ -255,6 +255,19 @@ class Freshness(BaseModel):
         return next((r for r in self.rows if r.candidate == name and r.status == "ok"), None)
 
 
+class HistoryAblation(BaseModel):
+    """The best candidate on its multi-turn test records: whole history vs last user turn only."""
+
+    candidate: str
+    metric: str
+    records: int
+    whole_history: Interval
+    last_turn: Interval
+    gap: Interval  # whole history - last turn, paired on the same records
+    p_value: float
+    test: str
+
+
 class Reason(BaseModel):
     criterion: str  # id from decide.criteria
     finding: str  # the sentence, citing numbers
@@ -288,6 +301,7 @@ class RunResults(BaseModel):
     overfitting: list[Overfitting] = Field(default_factory=list)
     forgetting: Forgetting | None = None
     freshness: Freshness | None = None
+    history: HistoryAblation | None = None
     compute: list[ComputeEstimate] = Field(default_factory=list)
     cost: Cost | None = None
     verdict: Verdict | None = None

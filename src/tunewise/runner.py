@@ -122,6 +122,8 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
     clock.lap("forgetting", then="freshness")
     if task.date_field and opts.freshness:
         results.freshness = _time_split(prep, opts, specs, results, test, progress)
+    if any(r.multi_turn for r in test):
+        results.history = _history_ablation(prep, opts, specs, results, test, train, validation, data_key, progress)
     clock.lap("freshness", then="cost_and_verdict")
     c = task.constraints
     import torch
@@ -136,6 +138,37 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
     write_report(results, opts.out_dir)
     clock.finish()
     return results
+
+
+def _history_ablation(prep, opts, specs, results, test, train, validation, data_key, progress):
+    """The best candidate (not the majority floor) on its multi-turn test records again, with the last
+    user turn only; its bake-off predictions are the whole-history side (evidence/history.py)."""
+    from tunewise.bakeoff import Contender
+    from tunewise.data.history import last_turn_only
+    from tunewise.evidence.history import ablation
+
+    task, metric = prep.task, prep.task.primary_metric
+    scored = [c for c in results.candidates if c.status == "ok" and c.strategy != "majority" and metric in c.metrics]
+    if not scored:
+        return None
+    best = max(scored, key=lambda c: c.metrics[metric].value)
+    spec = next(s for s in specs if s.name == best.name)
+    idx = [i for i in range(len(best.predictions)) if test[i].multi_turn]
+    if not idx:
+        return None
+    progress.note(f"multi-turn: {best.name} on {len(idx)} multi-turn test records with the last user turn only")
+    ctx = Context(task=task, labels=prep.labels, train=train, validation=validation, budget=opts.budget,
+                  seed=opts.seed, work_dir=opts.out_dir / "history", models=ModelPool(device=opts.device,
+                  models=task.models, store=opts.store, prices=task.constraints.prices), device=opts.device,
+                  progress=progress.callback)
+    contender = Contender(spec, ctx, opts.store, data_key, progress)
+    contender._fit()  # a fine-tuned candidate loads its trained adapter from the store
+    records = [last_turn_only(test[i]) for i in idx]
+    many = getattr(contender.strategy, "predict_many", None)
+    answers = many(ctx, records) if many else [contender.strategy.predict(ctx, r) for r in records]
+    labels = prep.labels if task.type == "classification" else None
+    return ablation(best.name, metric, [best.predictions[i] for i in idx], [a.prediction for a in answers],
+                    [test[i].output for i in idx], labels, opts.budget.bootstrap, opts.seed)
 
 
 def _time_split(prep, opts, specs, results, main_test, progress):

@@ -119,10 +119,18 @@ def domain_knowledge(f: Facts, decision: str, win) -> list[Reason]:
 
 def multi_turn(f: Facts, decision: str, win) -> list[Reason]:
     share = (f.results.profile or {}).get("multi_turn_share")
-    if not isinstance(share, (int, float)) or not share:
+    h = f.results.history
+    if (not isinstance(share, (int, float)) or not share) and h is None:
         return []
-    return [Reason(criterion="multi_turn", finding=f"{share:.0%} of records are multi-turn dialogues, scored on "
-                                                   "the last turn given the whole history")]
+    text = (f"{share:.0%} of records are multi-turn dialogues" if isinstance(share, (int, float)) and share
+            else "the test split holds multi-turn dialogues") + ", scored on the last turn given the whole history"
+    if h is not None:
+        sig = "the history matters" if h.gap.ci_low > 0 else (
+            "the history hurts" if h.gap.ci_high < 0 else "no significant difference")
+        text += (f"; {h.candidate} on {h.records} of them: {fmt.iv(h.whole_history)} with the whole history, "
+                 f"{fmt.iv(h.last_turn)} with the last user turn only (gap {fmt.iv(h.gap)}, {fmt.p(h.p_value)}: "
+                 f"{sig})")
+    return [Reason(criterion="multi_turn", finding=text)]
 
 
 def enough_data(f: Facts, decision: str, win) -> list[Reason]:

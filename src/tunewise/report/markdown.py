@@ -169,6 +169,17 @@ def _freshness(r: RunResults) -> list[str]:
     return out
 
 
+def _history(r: RunResults) -> list[str]:
+    h = r.history
+    if h is None:
+        return []
+    return ["## Multi-turn context (history ablation)", "",
+            f"{_t(h.candidate)} on its {h.records} multi-turn test records ({_t(h.metric)}); gap = whole history - "
+            f"last user turn only, paired ({_t(h.test)}, p = {C.fmt(h.p_value, 3)}).", ""] + _table(
+        ["whole history [95% CI]", "last user turn only [95% CI]", "gap [95% CI]"],
+        [[C.fmt_iv(h.whole_history), C.fmt_iv(h.last_turn), C.fmt_signed_iv(h.gap)]])
+
+
 def _compute(r: RunResults) -> list[str]:
     out = ["## Compute", ""]
     if not r.compute:
@@ -239,7 +250,7 @@ def render_markdown(results: RunResults) -> str:
             + (f" · metric {C.primary_metric(r)}" if C.primary_metric(r) else "")
             + (f" · target {C.target(r):g}" if C.target(r) is not None else ""), ""]
     sections = [_warnings, _verdict, _candidates, _comparisons, _test_scoring, _learning_curve, _overfitting, _forgetting,
-                _freshness, _compute, _cost,
+                _freshness, _history, _compute, _cost,
                 _per_class, _profile, _settings]
     lines = head + [line for section in sections for line in section(r)]
     return "\n".join(lines).rstrip() + "\n"
