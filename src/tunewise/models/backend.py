@@ -21,8 +21,9 @@ SCORING_METHODS: tuple[str, ...] = ("likelihood", "chat_logprobs", "generate")
 
 
 def answer_tokens(labels: list[str]) -> int:
-    """New tokens enough to spell the longest label (about 4 characters a token, with room to spare):
-    the same budget for every backend, so local and served answers can be compared."""
+    """New tokens enough to spell the longest label, or the longest training answer of a generation task
+    (about 4 characters a token, with room to spare; at most 64): the same budget for every backend and
+    candidate, so local and served answers can be compared."""
     return min(64, 8 + max(len(label) for label in labels) // 2)
 
 

@@ -21,7 +21,7 @@ from tunewise.data.records import Record
 from tunewise.data.split import nested_fraction, nested_order
 from tunewise.errors import ConfigError
 from tunewise.files import write_atomic
-from tunewise.models.backend import Scored
+from tunewise.models.backend import Scored, answer_tokens
 from tunewise.models.lm import LanguageModel
 from tunewise.strategies.base import CandidateSpec, Context, Family, FitFacts, register
 from tunewise.strategies.prompts import input_turns, system_turn
@@ -185,8 +185,9 @@ class FineTune:
 
     def predict_many(self, ctx: Context, records: list[Record]) -> list[Scored]:
         rests = [self.turns(r) for r in records]
-        if not records or ctx.task.type == "generation":
-            return self.lm.generate([self.system + rest for rest in rests])
+        if not records or ctx.task.type == "generation":  # as many new tokens as prompting gets
+            return self.lm.generate([self.system + rest for rest in rests],
+                                    answer_tokens([r.output for r in ctx.train] or ["x" * 112]))
         return self.lm.score_labels(self.system, rests, ctx.labels)
 
 
