@@ -127,3 +127,14 @@ def test_ageing_with_knowledge_that_never_changes_keeps_the_winner_and_says_so()
 def test_ageing_without_a_better_retrieval_option_says_retrain():
     v = decide(_aged(rag_time=(0.40, 0.30, 0.50)), None, None)
     assert v.decision == "FINE_TUNE" and "retrain" in v.summary
+
+
+def test_reports_show_the_ageing_table():
+    from tunewise.report.html import render_html
+    from tunewise.report.markdown import render_markdown
+
+    r = _aged()
+    r.verdict = decide(r, None, None)
+    md, page = render_markdown(r), render_html(r)
+    for text in (md, page):
+        assert "Knowledge ageing (time split)" in text and "2016-01-01" in text and "+0.280" in text
