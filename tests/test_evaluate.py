@@ -10,7 +10,6 @@ from sklearn.metrics import f1_score
 
 from tunewise.evaluate import (METRICS_FOR, bootstrap_ci, confusion, item_scores, macro_f1, mcnemar, normalize,
                                paired_bootstrap, per_class, samples_to_separate, score_all)
-from tunewise.evaluate.metrics import lcs_length
 from tunewise.evaluate.stats import encode, macro_f1_resampled
 
 
@@ -53,20 +52,6 @@ def test_rouge_l_hand_computed_and_order_sensitive():
     assert item_scores("rouge_l", ["cat sat on mat"], ["mat on cat"])[0] == pytest.approx(2 / 7)
     assert item_scores("rouge_l", ["The mat."], ["mat"])[0] == 1.0
     assert item_scores("rouge_l", ["", "x"], ["", ""]).tolist() == [1.0, 0.0]
-
-
-def _lcs_reference(a, b):
-    t = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
-    for i, x in enumerate(a):
-        for j, y in enumerate(b):
-            t[i + 1][j + 1] = t[i][j] + 1 if x == y else max(t[i][j + 1], t[i + 1][j])
-    return t[-1][-1]
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.sampled_from("abcd"), max_size=12), st.lists(st.sampled_from("abcd"), max_size=12))
-def test_lcs_matches_textbook_dp(a, b):
-    assert lcs_length(a, b) == _lcs_reference(a, b)
 
 
 def test_unknown_metric_and_length_mismatch_raise():

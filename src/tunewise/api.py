@@ -32,7 +32,8 @@ def run(data: Data | None = None, *, task: Task | None = None, budget: str | Bud
         store: str | os.PathLike | None = None, progress: ProgressCallback | None = None,
         demo: str | None = None, test: Data | None = None, model: str = DEFAULT_MODEL, target: float | None = None,
         seed: int = 0, also_models: Iterable[str] = (), prompt_models: Iterable[str] = (), full_ft: bool = False,
-        learning_curve: bool = True, forgetting: bool = True, device: str = "auto", skip_invalid: bool = False,
+        learning_curve: bool = True, forgetting: bool = True, freshness: bool | None = None, device: str = "auto",
+        skip_invalid: bool = False,
         allow_unseen_labels: bool = False) -> RunResults:
     """Run the bake-off, the evidence and the verdict, as `tunewise run` does.
 
@@ -51,7 +52,7 @@ def run(data: Data | None = None, *, task: Task | None = None, budget: str | Bud
         data=_path_or_rows(data), demo=demo, task=task, test=_path_or_rows(test), skip_invalid=skip_invalid,
         model=model, budget=budget, target=target, candidates=None if candidates is None else _names(candidates),
         also_models=list(also_models), prompt_models=list(prompt_models), full_ft=full_ft,
-        learning_curve=learning_curve, forgetting=forgetting, device=device,
+        learning_curve=learning_curve, forgetting=forgetting, freshness=freshness, device=device,
         allow_unseen_labels=allow_unseen_labels, seed=seed)
     with tempfile.TemporaryDirectory(prefix="tunewise-") as scratch:
         out_dir = Path(out) if out is not None else Path(scratch) / "run"

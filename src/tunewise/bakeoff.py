@@ -19,12 +19,13 @@ import numpy as np
 from tunewise.assets import DEFAULT_MODEL
 from tunewise.config import Budget, TaskSpec, model_config
 from tunewise.data.records import Record
-from tunewise.evaluate import confusion, per_class, score_all, sequential
+from tunewise.evaluate import bootstrap_ci, confusion, per_class, score_all, sequential
 from tunewise.results import AdaptiveScoring, CandidateResult, Comparison, EpochLoss, Look
 from tunewise import __version__
 from tunewise.store import Store, make_key
 from tunewise.strategies import CandidateSpec, Context, ModelPool, build
 from tunewise.strategies.base import FitFacts
+from tunewise.strategies.retrieval import corpus_options
 from tunewise.ui import Progress
 
 LATENCY_SAMPLE = 16  # single requests timed per candidate; the rest goes through predict_many (batched on CUDA)
@@ -33,7 +34,7 @@ PROMPTING = ("zero_shot", "few_shot", "knn_few_shot")
 # Model settings that change no prediction: left out of the candidate key (a new price re-prices, not re-runs).
 NOT_IN_KEY = {"api_key_env", "input_per_mtok", "output_per_mtok", "requests_per_second", "concurrency",
               "timeout_s", "max_retries"}
-COUNT_NOTES = ("answers: ", "HTTP: ")  # notes rewritten after every chunk (counts so far)
+COUNT_NOTES = ("answers: ", "HTTP: ", "retrieval: ")  # notes rewritten after every chunk (counts so far)
 
 
 def default_candidates(task: TaskSpec, model: str = DEFAULT_MODEL, extra_models: list[str] | None = None,
@@ -50,6 +51,8 @@ def default_candidates(task: TaskSpec, model: str = DEFAULT_MODEL, extra_models:
                   CandidateSpec(name=f"few_shot{suffix}", strategy="few_shot", model=m),
                   CandidateSpec(name=f"knn_few_shot{suffix}", strategy="knn_few_shot", model=m),
                   CandidateSpec(name=f"lora{suffix}", strategy="lora", model=m)]
+        if task.corpus:  # rag_lora (a second LoRA, with passages) is opt-in: --candidates rag_lora
+            specs.append(CandidateSpec(name=f"rag{suffix}", strategy="rag", model=m, options=corpus_options(task)))
         if full_ft:
             specs.append(CandidateSpec(name=f"full_ft{suffix}", strategy="full_ft", model=m))
     for m in prompt_models or []:
@@ -131,6 +134,7 @@ class Contender:
         self.result = CandidateResult.model_validate(cached)
         self.result.predictions = list(cached.get("predictions", []))
         self.result.answers = list(cached.get("answers", []))
+        self.result.retrieval_hits = list(cached.get("retrieval_hits", []))
         self.single_seconds = list(cached.get("single_seconds", []))
         self.token_sums = list(cached.get("token_sums", [0.0, 0.0]))
 
@@ -248,10 +252,13 @@ class Contender:
         self.result.notes = [x for x in self.result.notes if not x.startswith(COUNT_NOTES)] + _count_notes(self.result)
         self.result = CandidateResult.model_validate(self.result.model_dump() | scores | {
             "predictions": predictions, "answers": self.result.answers, "test_records": n, "latency_samples": len(seconds), "latency_ms": latency,
+            "retrieval_hits": self.result.retrieval_hits, "retrieval_recall": _recall(self.result.retrieval_hits,
+                                                                                      self.ctx.budget.bootstrap, self.ctx.seed),
             "prompt_tokens_mean": self.token_sums[0] / n, "output_tokens_mean": self.token_sums[1] / n,
             "peak_memory_mb": self.result.peak_memory_mb or _peak_rss_mb()})
         self.store.put("candidate", self.key, self.result.model_dump(mode="json") | {
             "predictions": predictions, "answers": self.result.answers, "single_seconds": self.single_seconds,
+            "retrieval_hits": self.result.retrieval_hits,
             "token_sums": self.token_sums})
 
 
@@ -279,6 +286,8 @@ def _count(result: CandidateResult, scored) -> None:
         result.unparsed += sum(s.unparsed for s in scored)
     if result.scoring == "generate":
         result.answers += [s.answer or "" for s in scored]
+    if result.family == "retrieval":
+        result.retrieval_hits += [s.retrieval_hit for s in scored]
     if result.api is not None:
         result.api = result.api.model_copy(update={
             "requests": result.api.requests + len(scored), "retries": result.api.retries + sum(s.retries for s in scored),
@@ -294,11 +303,24 @@ def _count_notes(result: CandidateResult) -> list[str]:
         examples = "; ".join(repr(a[:60] + ("…" if len(a) > 60 else "")) for a in unparsed[:3])
         notes.append(f"answers: {result.unparsed} of {n} ({result.unparsed / n:.1%}) {what}: counted as wrong"
                      + (f" (e.g. {examples})" if examples else ""))
+    named = [h for h in result.retrieval_hits if h is not None]
+    if named:
+        notes.append(f"retrieval: recall@{result.settings.get('top_k')} {sum(named) / len(named):.2f} (the named source "
+                     f"document among the passages for {sum(named)} of the {len(named)} test records naming one)")
     if result.api is not None:
         a = result.api
         notes.append(f"HTTP: {a.requests} test requests to {a.base_url} ({a.model}), {a.retries} retries "
                      f"(429/5xx/timeouts/connection/bad responses), {a.cached} answered from the store")
     return notes
+
+
+def _recall(hits: list[bool | None], n_resamples: int, seed: int) -> dict | None:
+    """Retrieval recall@k over the test records that name their source document, with its interval."""
+    named = [h for h in hits if h is not None]
+    if not named:
+        return None
+    preds = ["hit" if h else "miss" for h in named]
+    return bootstrap_ci("accuracy", preds, ["hit"] * len(named), n_resamples=n_resamples, seed=seed)
 
 
 def _peak_rss_mb() -> float:

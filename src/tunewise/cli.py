@@ -21,8 +21,9 @@ STATE = {"debug": False}
 
 DataArg = typer.Argument(None, help="data file: .jsonl (chat, prompt/completion, input/output, text/label), .csv or .tsv")
 TaskOpt = typer.Option(None, "--task", help="task file (YAML): type, fields, labels, metric, target, constraints")
-DemoOpt = typer.Option(False, "--demo", help="use the embedded demo: `--demo` (drug-review sentiment) or "
-                       "`--demo condition` (the word takes DATA's place)")
+DemoOpt = typer.Option(False, "--demo", help="use the embedded demo: `--demo` (drug-review sentiment), "
+                       "`--demo condition` or `--demo drug-condition` (free text, the reviews as corpus, time "
+                       "split; the word takes DATA's place)")
 TestOpt = typer.Option(None, "--test", help="held-out test file (else a seeded split of DATA)")
 SkipOpt = typer.Option(False, "--skip-invalid", help="skip bad records (counted and listed) instead of stopping")
 ModelOpt = typer.Option("smollm2-135m", "--model", help="language model: shipped alias, folder, .gguf or hub id")
@@ -119,6 +120,10 @@ def run_cmd(data: Optional[Path] = DataArg, task: Optional[Path] = TaskOpt, demo
             full_ft: bool = typer.Option(False, "--full-ft", help="also run full fine-tuning (models under 500M)"),
             no_curve: bool = typer.Option(False, "--no-curve", help="skip the learning curve"),
             no_forgetting: bool = typer.Option(False, "--no-forgetting", help="skip the forgetting probe"),
+            freshness: Optional[bool] = typer.Option(
+                None, "--freshness/--no-freshness", help="the time split: every candidate refitted on the records "
+                "up to a cut-off date and scored after it (a second bake-off). Default: when the task has a "
+                "date_field and declares knowledge_update other than never"),
             device: str = typer.Option("auto", "--device", help=choices(Device)),
             fail_on: Optional[str] = typer.Option(None, "--fail-on", help=f"exit 1 when: {choices(FailOn)}"),
             allow_unseen_labels: bool = typer.Option(False, "--allow-unseen-labels", help="score test labels that "
@@ -134,7 +139,7 @@ def run_cmd(data: Optional[Path] = DataArg, task: Optional[Path] = TaskOpt, demo
     req = _request(data, demo, task=task, test=test, skip_invalid=skip_invalid, model=model, budget=budget,
                    target=target, candidates=parse_candidates(candidates), also_models=also_model,
                    prompt_models=prompt_model, full_ft=full_ft, learning_curve=not no_curve,
-                   forgetting=not no_forgetting, device=device, fail_on=fail_on,
+                   forgetting=not no_forgetting, freshness=freshness, device=device, fail_on=fail_on,
                    allow_unseen_labels=allow_unseen_labels, seed=seed)
     results = run(req, out, store, Progress())
     print_summary(results, out, console)

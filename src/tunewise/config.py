@@ -15,13 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from tunewise.errors import ConfigError
 
 TaskType = Literal["classification", "generation"]
-MetricName = Literal["accuracy", "macro_f1", "exact_match", "token_f1", "rouge_l"]
+MetricName = Literal["accuracy", "macro_f1", "exact_match", "token_f1", "rouge_l", "json_field_f1"]
 UpdateFrequency = Literal["never", "yearly", "monthly", "weekly", "daily", "realtime"]
 ScoringChoice = Literal["auto", "likelihood", "chat_logprobs", "generate"]
 SCORING_CHOICES: tuple[str, ...] = ("auto", "likelihood", "chat_logprobs", "generate")
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 CLASSIFICATION_METRICS = ("accuracy", "macro_f1")
-GENERATION_METRICS = ("exact_match", "token_f1", "rouge_l")
+GENERATION_METRICS = ("exact_match", "token_f1", "rouge_l", "json_field_f1")
 TASK_FILE_HELP = "see 'Data and task files' in the README for every key"
 KEY_FIXES = {  # task-file keys whose errors need more than the expected type
     "metric": f"classification takes {' or '.join(CLASSIFICATION_METRICS)}; generation takes "
@@ -86,6 +86,23 @@ class ModelConfig(_Strict):
         return self.base_url is not None
 
 
+class RetrievalSettings(_Strict):
+    """How the corpus is cut, searched and shown to the model (the `rag` candidates)."""
+
+    chunk_words: int = Field(120, ge=10, le=2000, description="words per corpus chunk")
+    chunk_overlap: int = Field(20, ge=0, description="words shared by consecutive chunks of a document")
+    top_k: int = Field(3, ge=1, le=20, description="chunks put in the prompt, best first")
+    faiss_above: int = Field(20_000, ge=0, description="chunks above which the index is FAISS (faiss-cpu), "
+                             "else exact numpy search; both are exact inner-product search")
+
+    @field_validator("chunk_overlap")
+    @classmethod
+    def _overlap(cls, value: int, info: ValidationInfo) -> int:
+        if value >= info.data.get("chunk_words", value + 1):
+            raise ValueError("must be smaller than chunk_words")
+        return value
+
+
 class TaskSpec(_Strict):
     """What the task is and how it is judged."""
 
@@ -96,6 +113,11 @@ class TaskSpec(_Strict):
         None, description="Python format string over record fields, e.g. '{drugName}: {review}'")
     output_field: str | None = Field(None, description="record field holding the label or answer")
     date_field: str | None = Field(None, description="record field holding a date (enables a time split)")
+    corpus: str | None = Field(None, description="documents to retrieve from: a folder of .txt/.md files or a "
+                               "JSONL of {id, text, date?}; relative to the task file (adds the rag candidates)")
+    source_field: str | None = Field(None, description="record field naming the corpus document (or folder of "
+                                     "documents) that holds the answer (enables retrieval recall@k)")
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     labels: list[str] | None = Field(None, description="the label set; inferred from train when absent")
     metric: MetricName | None = Field(None, validate_default=True,
                                       description="target metric; accuracy / rouge_l by default")

@@ -39,6 +39,7 @@ class RunRequest:
     full_ft: bool = False
     learning_curve: bool = True
     forgetting: bool = True
+    freshness: bool | None = None  # the time split; None: when the task is dated and its knowledge changes
     device: str = "auto"
     fail_on: str | None = None  # checked before any work; applied by the caller (the CLI's exit code)
     allow_unseen_labels: bool = False
@@ -133,13 +134,14 @@ def run(req: RunRequest, out: Path, store_dir: Path, progress: Progress, write_r
     db = Store(store_dir)
     clock = StageClock.for_run(db, out, prep.data_key, prep.task.model_dump(), budget.model_dump(), req.model,
                                req.also_models, names, req.full_ft, req.seed, not req.learning_curve,
-                               not req.forgetting, req.prompt_models, first="profile")
+                               not req.forgetting, req.freshness, req.prompt_models, first="profile")
     progress.on_activity = clock.beat
     data_profile = profile_data(prep, req.model, db, progress, budget.max_length)
     clock.lap("profile", then="compute_estimate")
     opts = RunOptions(budget=budget, out_dir=out, store=db, model=req.model, extra_models=list(req.also_models),
                       candidates=names, prompt_models=list(req.prompt_models), full_ft=req.full_ft, seed=req.seed,
                       device=device.value, learning_curve=req.learning_curve, forgetting=req.forgetting,
+                      freshness=req.freshness,
                       profile=data_profile, clock=clock, warnings=warnings, write_report=write_report)
     return run_stages(prep, opts, progress)
 
@@ -160,4 +162,4 @@ def check_candidates(task: TaskSpec, req: RunRequest, names: list[str] | None) -
     from tunewise.runner import _select
 
     _select(default_candidates(task, req.model, req.also_models, req.full_ft, list(req.prompt_models)), names,
-            req.model)
+            req.model, task)

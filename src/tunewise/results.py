@@ -83,6 +83,8 @@ class CandidateResult(BaseModel):
     api: ApiUse | None = None  # prompted over HTTP: endpoint, prices, request counts
     predictions: list[str] = Field(default_factory=list, exclude=True)  # kept in the store, not the JSON
     answers: list[str] = Field(default_factory=list, exclude=True)  # generate-and-parse: raw answers (store only)
+    retrieval_recall: Interval | None = None  # share of test records whose named source document was retrieved
+    retrieval_hits: list[bool | None] = Field(default_factory=list, exclude=True)  # per record (store only)
 
 
 class Comparison(BaseModel):
@@ -214,6 +216,60 @@ class Cost(BaseModel):
     break_even: BreakEven | None = None
 
 
+class FreshnessRow(BaseModel):
+    """One candidate on the main split and on the time split; drop = main - time ("knowledge ageing")."""
+
+    candidate: str
+    family: str
+    status: Literal["ok", "failed"] = "ok"
+    error: str | None = None
+    main: Interval | None = None
+    time: Interval | None = None
+    drop: Interval | None = None
+    main_records: int | None = None
+    time_records: int | None = None
+
+
+class FrozenCorpus(BaseModel):
+    """A retrieval candidate on the time split with its corpus frozen at the cut-off vs updated."""
+
+    candidate: str
+    frozen: Interval
+    updated: Interval
+    gain: Interval  # updated - frozen, paired on the same records
+    p_value: float
+    records: int
+
+
+class Freshness(BaseModel):
+    """The time split: trained/indexed up to `cutoff`, tested on records dated after it."""
+
+    cutoff: str
+    metric: str
+    train_records: int
+    test_records: int
+    main_split: str  # what the main split is (seeded random split or a test file)
+    rows: list[FreshnessRow]
+    frozen: list[FrozenCorpus] = Field(default_factory=list)
+    leakage: dict[str, int] = Field(default_factory=dict)  # records/documents dated after the cut-off (must be 0)
+
+    def row(self, name: str) -> FreshnessRow | None:
+        return next((r for r in self.rows if r.candidate == name and r.status == "ok"), None)
+
+
+class HistoryAblation(BaseModel):
+    """The best candidate on its multi-turn test records: whole history vs last user turn only."""
+
+    candidate: str
+    metric: str
+    records: int
+    whole_history: Interval
+    last_turn: Interval
+    gap: Interval  # whole history - last turn, paired on the same records
+    p_value: float
+    test: str
+
+
 class Reason(BaseModel):
     criterion: str  # id from decide.criteria
     finding: str  # the sentence, citing numbers
@@ -313,6 +369,8 @@ class RunResults(BaseModel):
     learning_curve: LearningCurve | None = None
     overfitting: list[Overfitting] = Field(default_factory=list)
     forgetting: Forgetting | None = None
+    freshness: Freshness | None = None
+    history: HistoryAblation | None = None
     compute: list[ComputeEstimate] = Field(default_factory=list)
     cost: Cost | None = None
     verdict: Verdict | None = None

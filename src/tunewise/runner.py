@@ -16,7 +16,7 @@ from tunewise import __version__
 from tunewise.assets import DEFAULT_MODEL
 from tunewise.bakeoff import compare, default_candidates, run_bakeoff, run_candidate, score_predictions
 from tunewise.clock import StageClock
-from tunewise.config import Budget
+from tunewise.config import Budget, TaskSpec
 from tunewise.data.prepare import Prepared, carve_validation
 from tunewise.data.split import nested_fraction, subsample, test_order
 from tunewise.decide import decide
@@ -45,6 +45,9 @@ class RunOptions:
     device: str = "auto"
     learning_curve: bool = True
     forgetting: bool = True
+    # the time split (a second bake-off): None runs it when the task has a date_field and declares knowledge
+    # that changes (knowledge_update other than never)
+    freshness: bool | None = None
     profile: DataProfile | None = None
     profile_seconds: float | None = None  # measured by the caller, which profiles before the run
     clock: StageClock | None = None  # the caller's, when it times stages before the run (and across resumes)
@@ -70,7 +73,7 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
         environment={"python": platform.python_version(), "machine": platform.machine(), "device": opts.device,
                      "seed": seed, "store": str(opts.store.path)}, warnings=list(opts.warnings))
     specs = _select(default_candidates(task, opts.model, opts.extra_models, opts.full_ft, opts.prompt_models),
-                    opts.candidates, opts.model)
+                    opts.candidates, opts.model, task)
     clock = opts.clock or StageClock(first="compute_estimate")
     if opts.clock is None and opts.profile_seconds is not None:
         clock.laps["profile"] = opts.profile_seconds
@@ -119,7 +122,13 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
                                      for c in tuned], budget.probe_limit, seed),
                                      lambda: measure.forgetting(pool.lm(tuned[0].model or opts.model), tuned,
                                                                 budget, seed, opts.device, progress), progress)
-    clock.lap("forgetting", then="cost_and_verdict")
+    clock.lap("forgetting", then="freshness")
+    if task.date_field and (opts.freshness if opts.freshness is not None
+                            else task.constraints.knowledge_update != "never"):
+        results.freshness = _time_split(prep, opts, specs, results, test, progress)
+    if any(r.multi_turn for r in test):
+        results.history = _history_ablation(prep, opts, specs, results, test, train, validation, data_key, progress)
+    clock.lap("freshness", then="cost_and_verdict")
     c = task.constraints
     import torch
 
@@ -144,7 +153,79 @@ def new_run_id(out_dir: Path) -> str:
     return f"{out_dir.name}-{uuid.uuid4().hex[:8]}"
 
 
-def _select(specs: list[CandidateSpec], names: list[str] | None, model: str = DEFAULT_MODEL) -> list[CandidateSpec]:
+def _history_ablation(prep, opts, specs, results, test, train, validation, data_key, progress):
+    """The best candidate (not the majority floor) on its multi-turn test records again, with the last
+    user turn only; its bake-off predictions are the whole-history side (evidence/history.py)."""
+    from tunewise.bakeoff import Contender
+    from tunewise.data.history import last_turn_only
+    from tunewise.evidence.history import ablation
+
+    task, metric = prep.task, prep.task.primary_metric
+    scored = [c for c in results.candidates if c.status == "ok" and c.strategy != "majority" and metric in c.metrics]
+    if not scored:
+        return None
+    best = max(scored, key=lambda c: c.metrics[metric].value)
+    spec = next(s for s in specs if s.name == best.name)
+    idx = [i for i in range(len(best.predictions)) if test[i].multi_turn]
+    if not idx:
+        return None
+    progress.note(f"multi-turn: {best.name} on {len(idx)} multi-turn test records with the last user turn only")
+    ctx = Context(task=task, labels=prep.labels, train=train, validation=validation, budget=opts.budget,
+                  seed=opts.seed, work_dir=opts.out_dir / "history", models=ModelPool(device=opts.device,
+                  models=task.models, store=opts.store, prices=task.constraints.prices), device=opts.device,
+                  progress=progress.callback)
+    contender = Contender(spec, ctx, opts.store, data_key, progress)
+    contender._fit()  # a fine-tuned candidate loads its trained adapter from the store
+    records = [last_turn_only(test[i]) for i in idx]
+    many = getattr(contender.strategy, "predict_many", None)
+    answers = many(ctx, records) if many else [contender.strategy.predict(ctx, r) for r in records]
+    labels = prep.labels if task.type == "classification" else None
+    return ablation(best.name, metric, [best.predictions[i] for i in idx], [a.prediction for a in answers],
+                    [test[i].output for i in idx], labels, opts.budget.bootstrap, opts.seed)
+
+
+def _time_split(prep, opts, specs, results, main_test, progress):
+    """Every candidate of the run fitted on the records up to the cut-off date and scored on those
+    after it; a rag candidate also with its corpus frozen at the cut-off (evidence/freshness.py)."""
+    from tunewise.evidence import freshness
+    from tunewise.strategies import build
+
+    task, budget, seed = prep.task, opts.budget, opts.seed
+    classification = task.type == "classification"
+    planned = freshness.plan(prep.split.train + prep.split.test, budget.train_limit, budget.test_first, seed,
+                             classification)
+    if planned is None:
+        progress.note(f"freshness: too few records dated by '{task.date_field}' for a time split "
+                      f"(at least {2 * freshness.MIN_SIDE} needed)")
+        return None
+    train, test, cutoff = planned
+    train, validation = carve_validation(train, seed=seed, classification=classification,
+                                         limit=budget.validation_limit)
+    progress.note(f"freshness: time split at {cutoff}: {len(train)} training records up to it, "
+                  f"{len(test)} test records after it")
+    ok = {c.name for c in results.candidates if c.status == "ok"}
+    run_specs = [s for s in specs if s.name in ok]
+    run_specs += [freshness.frozen_spec(s, cutoff) for s in run_specs if s.strategy in ("rag", "rag_lora")]
+    leakage = {"training records after the cut-off": sum(r.date[:10] > cutoff for r in train + validation)}
+    for s in run_specs:
+        if s.name.endswith(freshness.FROZEN_SUFFIX):
+            leakage[f"{s.name} documents after the cut-off"] = sum(
+                d.date is not None and d.date[:10] > cutoff for d in build(s).docs)
+    data_key = make_key("time-split", prep.data_key, cutoff, [r.id for r in test], [r.id for r in train])
+    pool = ModelPool(device=opts.device, models=task.models, store=opts.store, prices=task.constraints.prices)
+    timed = {}
+    for s in run_specs:
+        ctx = Context(task=task, labels=prep.labels, train=train, validation=validation, budget=budget, seed=seed,
+                      work_dir=opts.out_dir / "time_split", models=pool, device=opts.device,
+                      progress=progress.callback)
+        timed[s.name] = run_candidate(s, ctx, test, opts.store, data_key, progress)
+    main = [c for c in results.candidates if c.name in {s.name for s in specs}]
+    return freshness.table(main, timed, test, main_test, task.primary_metric, prep.labels if classification else None,
+                           cutoff, len(train), prep.split.source, budget.bootstrap, seed, leakage)
+
+
+def _select(specs: list[CandidateSpec], names: list[str] | None, model: str = DEFAULT_MODEL,
+            task: TaskSpec | None = None) -> list[CandidateSpec]:
     """The line-up's candidates named (by name or strategy), plus any registered strategy named that the
     line-up lacks (e.g. full_ft), on the --model."""
     if not names:
@@ -157,8 +238,11 @@ def _select(specs: list[CandidateSpec], names: list[str] | None, model: str = DE
     if unknown:
         raise ConfigError(f"--candidates: unknown {', '.join(unknown)}",
                           fix=f"use some of {', '.join(sorted(lineup | set(known())))}")
-    extra = [CandidateSpec(name=n, strategy=n, model=model) for n in dict.fromkeys(names)
-             if n not in lineup]
+    from tunewise.strategies.retrieval import RETRIEVAL_STRATEGIES, corpus_options
+
+    extra = [CandidateSpec(name=n, strategy=n, model=model,
+                           options=corpus_options(task) if task is not None and n in RETRIEVAL_STRATEGIES else {})
+             for n in dict.fromkeys(names) if n not in lineup]
     return [s for s in specs if s.strategy in names or s.name in names] + extra
 
 

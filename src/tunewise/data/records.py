@@ -21,6 +21,7 @@ class Record:
     source: str = ""
     line: int = 0
     date: str | None = None  # ISO date when the record carries one
+    doc: str | None = None  # the corpus document that holds the answer, when the record names it
 
     @property
     def text(self) -> str:

@@ -119,10 +119,18 @@ def domain_knowledge(f: Facts, decision: str, win) -> list[Reason]:
 
 def multi_turn(f: Facts, decision: str, win) -> list[Reason]:
     share = f.results.profile.multi_turn_share if f.results.profile else None
-    if not isinstance(share, (int, float)) or not share:
+    h = f.results.history
+    if (not isinstance(share, (int, float)) or not share) and h is None:
         return []
-    return [Reason(criterion="multi_turn", finding=f"{share:.0%} of records are multi-turn dialogues, scored on "
-                                                   "the last turn given the whole history")]
+    text = (f"{share:.0%} of records are multi-turn dialogues" if isinstance(share, (int, float)) and share
+            else "the test split holds multi-turn dialogues") + ", scored on the last turn given the whole history"
+    if h is not None:
+        sig = "the history matters" if h.gap.ci_low > 0 else (
+            "the history hurts" if h.gap.ci_high < 0 else "no significant difference")
+        text += (f"; {h.candidate} on {h.records} of them: {fmt.iv(h.whole_history)} with the whole history, "
+                 f"{fmt.iv(h.last_turn)} with the last user turn only (gap {fmt.iv(h.gap)}, {fmt.p(h.p_value)}: "
+                 f"{sig})")
+    return [Reason(criterion="multi_turn", finding=text)]
 
 
 def enough_data(f: Facts, decision: str, win) -> list[Reason]:
@@ -226,6 +234,16 @@ def small_model_latency(f: Facts, decision: str, win) -> list[Reason]:
 
 
 def realtime_updates(f: Facts, decision: str, win) -> list[Reason]:
+    from tunewise.decide import ageing
+
+    measured = ageing.figures(f)
+    out = [Reason(criterion="realtime_updates",
+                  finding="knowledge ageing measured on a time split: " + "; ".join(measured),
+                  vote="RETRIEVAL" if decision == "RETRIEVAL" else None)] if measured else []
+    return out + _declared_updates(f)
+
+
+def _declared_updates(f: Facts) -> list[Reason]:
     ku = f.knowledge_update
     if ku in FREQUENT:
         rate = "in real time" if ku == "realtime" else ku

@@ -24,9 +24,12 @@ The rules, tried in order; the first that applies decides:
    cost), and the fine-tuned model wins when it is cheaper at the stated monthly volume, training
    amortised (FINE_TUNE / SMALL_MODEL); else INSUFFICIENT_EVIDENCE with the test size that would
    separate them. If it is not fine-tuned, the cheapest option the paired tests cannot tell from it wins.
-7. Freshness: knowledge that changes daily/realtime turns any verdict into RETRIEVAL unless the winner
-   won clearly (a significant paired test, or reaching the target with its lower bound); then the
-   summary warns that it would go stale.
+7. Freshness: with a time split (records dated), the measured ageing decides (decide/ageing.py): a
+   winner whose score drops significantly after the cut-off gives way to a retrieval option that scores
+   at least as well after it -> RETRIEVAL, unless the knowledge is declared never to change. Without
+   one, knowledge that changes daily/realtime turns any verdict into RETRIEVAL unless the winner won
+   clearly (a significant paired test, or reaching the target with its lower bound); then the summary
+   warns that it would go stale.
 
 Verdict mapping: prompting -> PROMPT, retrieval -> RETRIEVAL, classical -> CLASSICAL, finetune ->
 FINE_TUNE, or SMALL_MODEL when the model has < 500M parameters and a latency limit, on-premises hosting
@@ -37,7 +40,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from tunewise.decide import fmt
+from tunewise.decide import ageing, fmt
 from tunewise.decide.facts import Facts, label
 from tunewise.decide.reasons import reasons
 from tunewise.decide.whatif import would_change
@@ -276,6 +279,9 @@ def _verb(f: Facts, c: CandidateResult) -> str:
 
 
 def _freshness(f: Facts, choice: Choice) -> Choice:
+    measured = ageing.decide_on_ageing(f, choice.decision, choice.candidate, choice.summary)
+    if measured is not None:  # a time split measured the winner: its ageing decides, not the declared rate
+        return replace(choice, decision=measured[0], candidate=measured[1], summary=measured[2])
     if not f.frequent_updates:
         return choice
     if choice.decision == "RETRIEVAL":

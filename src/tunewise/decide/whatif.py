@@ -70,7 +70,27 @@ def _budget(f: Facts) -> list[str]:
             for c in f.options if f.over_budget(c) and f.learned(c)]
 
 
+def _ageing(f: Facts, decision: str, win: CandidateResult | None) -> list[str]:
+    """The measured ageing figures, and what would flip the verdict on them."""
+    from tunewise.decide import ageing
+
+    r = ageing.row(f, win)
+    if r is None:
+        return []
+    if decision == "RETRIEVAL" and win is not None and win.family == "retrieval":
+        aged = [c for c in f.eligible if c.family != "retrieval" and ageing.aged(ageing.row(f, c))]
+        return [f"if {label(c)} kept its score after the cut-off (measured: {ageing.one(f, c)}), it would not "
+                "need to give way to retrieval" for c in aged[:2]]
+    if ageing.aged(r):
+        return [f"knowledge ageing measured: {ageing.one(f, win)}; a retrieval option scoring at least "
+                f"{r.time.value:.2f} after the cut-off would be chosen instead"]
+    return [f"a significant drop after the time split's cut-off ({ageing.one(f, win)}) would call for retrieval "
+            "or retraining"]
+
+
 def _freshness(f: Facts, decision: str, win: CandidateResult | None) -> list[str]:
+    if f.results.freshness is not None and ageing_measured(f, win):
+        return _ageing(f, decision, win)
     if f.frequent_updates and decision == "RETRIEVAL":
         best = f.best(f.eligible)
         return [f"if the knowledge changed monthly or less, {label(best)} ({fmt.iv(f.score(best))}) could be "
@@ -78,6 +98,12 @@ def _freshness(f: Facts, decision: str, win: CandidateResult | None) -> list[str
     if not f.frequent_updates and decision in ("FINE_TUNE", "SMALL_MODEL", "CLASSICAL"):
         return ["if the knowledge changed daily, retrieval would be needed: a trained model would go stale"]
     return []
+
+
+def ageing_measured(f: Facts, win: CandidateResult | None) -> bool:
+    from tunewise.decide import ageing
+
+    return ageing.row(f, win) is not None
 
 
 def _separation(f: Facts, decision: str, win: CandidateResult | None) -> list[str]:

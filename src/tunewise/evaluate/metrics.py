@@ -1,20 +1,27 @@
 """Task metrics, scored per test item so that the bootstrap can resample them.
 
-Item-level metrics (accuracy, exact_match, token_f1, rouge_l) average over items;
+Item-level metrics (accuracy, exact_match, token_f1, rouge_l, and for JSON answers json_valid and
+json_field_precision/recall/f1) average over items;
 macro-F1 does not, so it is computed on whole prediction lists (see stats.py for its bootstrap).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import string
 from collections import Counter
 
 import numpy as np
+from rouge_score import rouge_scorer
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
 METRICS_FOR = {"classification": ["accuracy", "macro_f1"], "generation": ["exact_match", "token_f1", "rouge_l"]}
-ITEM_METRICS = ("accuracy", "exact_match", "token_f1", "rouge_l")
+# Added to a generation task's metrics when every reference answer is a JSON object.
+JSON_FIELD_METRICS = ("json_field_precision", "json_field_recall", "json_field_f1")
+JSON_METRICS = ("json_valid", *JSON_FIELD_METRICS)
+ITEM_METRICS = ("accuracy", "exact_match", "token_f1", "rouge_l", *JSON_METRICS)
+_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
 
 _PUNCT = str.maketrans("", "", string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -44,23 +51,57 @@ def _token_f1(pred: list[str], ref: list[str]) -> float:
     return _f1(sum((Counter(pred) & Counter(ref)).values()), len(pred), len(ref))
 
 
-def lcs_length(a: list[str], b: list[str]) -> int:
-    """Longest common subsequence length, one numpy row per token of `a`.
+class _Tokens:
+    """rouge-score's tokenizer interface over our normalisation: its own default keeps only ASCII
+    letters and digits, which would erase non-English answers."""
 
-    Row update: cur[j] = max(prev[j], prev[j-1] + match[j], cur[j-1]); the last term is a running max.
-    """
-    if not a or not b:
-        return 0
-    bs = np.array(b, dtype=object)
-    prev = np.zeros(len(b) + 1, dtype=np.int64)
-    for tok in a:
-        cur = np.maximum(prev[1:], prev[:-1] + (bs == tok))
-        prev = np.concatenate(([0], np.maximum.accumulate(cur)))
-    return int(prev[-1])
+    def tokenize(self, text: str) -> list[str]:
+        return normalize(text).split()
 
 
-def _rouge_l(pred: list[str], ref: list[str]) -> float:
-    return _f1(lcs_length(pred, ref), len(pred), len(ref))
+_ROUGE = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_Tokens())
+
+
+def _rouge_l(pred: str, ref: str) -> float:
+    """ROUGE-L F-measure from the maintained `rouge-score` package; two empty answers agree (as in EM)."""
+    if not normalize(pred) and not normalize(ref):
+        return 1.0
+    return float(_ROUGE.score(ref, pred)["rougeL"].fmeasure)
+
+
+def json_object(text: str) -> dict | None:
+    """The answer as a JSON object (a ```json fence around it allowed), or None when it is not one."""
+    body = _FENCE.sub("", text.strip()).strip()
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def json_answers(references: list[str]) -> bool:
+    """Every reference is a JSON object: the task's answers are structured, so JSON metrics apply."""
+    return bool(references) and all(json_object(r) is not None for r in references)
+
+
+def _fields(obj: dict) -> set[tuple[str, str]]:
+    """(key, value) pairs; values compared as canonical JSON, so 1 and "1" differ but key order does not."""
+    return {(k, json.dumps(v, sort_keys=True, ensure_ascii=False)) for k, v in obj.items()}
+
+
+def _json_field_prf(pred: str, ref: str) -> tuple[float, float, float]:
+    """Field-level precision, recall and F1 of one answer: a field counts when key and value match.
+    Invalid JSON scores 0 (it names no field); an empty reference object is matched only by an empty one."""
+    p_obj, r_obj = json_object(pred), json_object(ref)
+    if p_obj is None or r_obj is None:
+        return 0.0, 0.0, 0.0
+    p, r = _fields(p_obj), _fields(r_obj)
+    if not p and not r:
+        return 1.0, 1.0, 1.0
+    hit = len(p & r)
+    precision = hit / len(p) if p else 0.0
+    recall = hit / len(r) if r else 0.0
+    return precision, recall, _f1(hit, len(p), len(r))
 
 
 def item_scores(metric: str, predictions: list[str], references: list[str]) -> np.ndarray:
@@ -70,11 +111,17 @@ def item_scores(metric: str, predictions: list[str], references: list[str]) -> n
         return np.array([p == r for p, r in zip(predictions, references)], dtype=float)
     if metric == "exact_match":
         return np.array([normalize(p) == normalize(r) for p, r in zip(predictions, references)], dtype=float)
-    fn = {"token_f1": _token_f1, "rouge_l": _rouge_l}.get(metric)
-    if fn is None:
-        raise ValueError(f"unknown item-level metric {metric!r}; expected one of {ITEM_METRICS}")
-    return np.array([fn(normalize(p).split(), normalize(r).split())
-                     for p, r in zip(predictions, references)], dtype=float)
+    if metric == "token_f1":
+        return np.array([_token_f1(normalize(p).split(), normalize(r).split())
+                         for p, r in zip(predictions, references)], dtype=float)
+    if metric == "rouge_l":
+        return np.array([_rouge_l(p, r) for p, r in zip(predictions, references)], dtype=float)
+    if metric == "json_valid":
+        return np.array([json_object(p) is not None for p in predictions], dtype=float)
+    if metric in JSON_FIELD_METRICS:
+        which = JSON_FIELD_METRICS.index(metric)
+        return np.array([_json_field_prf(p, r)[which] for p, r in zip(predictions, references)], dtype=float)
+    raise ValueError(f"unknown item-level metric {metric!r}; expected one of {ITEM_METRICS}")
 
 
 def macro_f1(predictions: list[str], references: list[str], labels: list[str]) -> float:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 from scipy.stats import binomtest, norm
 
-from .metrics import ITEM_METRICS, METRICS_FOR, item_scores, macro_f1
+from .metrics import ITEM_METRICS, JSON_METRICS, METRICS_FOR, item_scores, json_answers, macro_f1
 
 _CHUNK_ELEMENTS = 4_000_000  # bounds the (resamples x items) index matrix held in memory at once
 
@@ -105,10 +105,13 @@ def joint_resamples(metric: str, predictions: list[list[str]], references: list[
 
 def score_all(task_type: str, predictions: list[str], references: list[str], labels: list[str] | None = None,
               n_resamples: int = 1000, seed: int = 0) -> dict[str, dict]:
-    """Every metric of the task type, each with its bootstrap interval."""
+    """Every metric of the task type, each with its bootstrap interval (generation with JSON answers:
+    their validity rate and field-level precision, recall and F1 too)."""
     if task_type not in METRICS_FOR:
         raise ValueError(f"unknown task type {task_type!r}; expected one of {sorted(METRICS_FOR)}")
-    return {m: bootstrap_ci(m, predictions, references, labels, n_resamples, seed) for m in METRICS_FOR[task_type]}
+    metrics = METRICS_FOR[task_type] + (list(JSON_METRICS) if task_type == "generation" and json_answers(references)
+                                        else [])
+    return {m: bootstrap_ci(m, predictions, references, labels, n_resamples, seed) for m in metrics}
 
 
 def paired_bootstrap(metric: str, preds_a: list[str], preds_b: list[str], references: list[str],
@@ -128,6 +131,21 @@ def paired_bootstrap(metric: str, preds_a: list[str], preds_b: list[str], refere
     extreme = int(np.sum(np.abs(d - diff) >= abs(diff) - 1e-12))
     return {"diff": diff, "ci_low": lo, "ci_high": hi,
             "p_value": (extreme + 1) / (n_resamples + 1), "test": "paired_bootstrap"}
+
+
+def unpaired_bootstrap(metric: str, preds_a: list[str], refs_a: list[str], preds_b: list[str], refs_b: list[str],
+                       labels: list[str] | None = None, n_resamples: int = 1000, seed: int = 0,
+                       alpha: float = 0.05) -> dict:
+    """a - b scored on two different test sets (e.g. a random and a time split): each set resampled on
+    its own, the percentile interval of the differences. {"value", "ci_low", "ci_high"}."""
+    if labels is None and metric == "macro_f1":
+        labels = sorted(set(refs_a) | set(refs_b))
+    va, sa = _statistic(metric, preds_a, refs_a, labels)
+    vb, sb = _statistic(metric, preds_b, refs_b, labels)
+    da = np.concatenate([sa(idx) for idx in _index_chunks(len(refs_a), n_resamples, seed)])
+    db = np.concatenate([sb(idx) for idx in _index_chunks(len(refs_b), n_resamples, seed + 1)])
+    lo, hi = _interval(va - vb, da - db, alpha)
+    return {"value": va - vb, "ci_low": lo, "ci_high": hi}
 
 
 def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:

@@ -21,8 +21,9 @@ SCORING_METHODS: tuple[str, ...] = ("likelihood", "chat_logprobs", "generate")
 
 
 def answer_tokens(labels: list[str]) -> int:
-    """New tokens enough to spell the longest label (about 4 characters a token, with room to spare):
-    the same budget for every backend, so local and served answers can be compared."""
+    """New tokens enough to spell the longest label, or the longest training answer of a generation task
+    (about 4 characters a token, with room to spare; at most 64): the same budget for every backend and
+    candidate, so local and served answers can be compared."""
     return min(64, 8 + max(len(label) for label in labels) // 2)
 
 
@@ -39,6 +40,7 @@ class Scored:
     cached: bool = False  # answered from the store's response cache (not paid again)
     unparsed: bool = False  # generate-and-parse: the answer matched no label (counted as wrong)
     answer: str | None = None  # generate-and-parse: the answer as written, before matching it to a label
+    retrieval_hit: bool | None = None  # retrieval: the record's named source document was among the passages
 
 
 @dataclass(frozen=True)

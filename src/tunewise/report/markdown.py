@@ -147,6 +147,39 @@ def _forgetting(r: RunResults) -> list[str]:
         ["model", "probe score [95% CI]", "Δ vs base [95% CI]", "perplexity"], rows)
 
 
+def _freshness(r: RunResults) -> list[str]:
+    fr = r.freshness
+    if fr is None:
+        return ["## Knowledge ageing (time split)", ""] + _absent("time split") if r.task.date_field else []
+    out = ["## Knowledge ageing (time split)", "",
+           f"Trained and indexed on {fr.train_records} records dated up to **{_t(fr.cutoff)}**, tested on "
+           f"{fr.test_records} records dated after it; main split: {_t(fr.main_split)}. Drop = main - time split "
+           f"({_t(fr.metric)}); an interval above 0 is significant ageing.", ""]
+    rows = [[x.candidate, x.family, C.fmt_iv(x.main), C.fmt_iv(x.time), C.fmt_signed_iv(x.drop)] if x.status == "ok"
+            else [x.candidate, x.family, "failed", _t(x.error or ""), "—"] for x in fr.rows]
+    out += _table(["candidate", "family", "main split [95% CI]", "time split [95% CI]", "drop [95% CI]"], rows)
+    if fr.frozen:
+        out += ["Retrieval with the corpus frozen at the cut-off vs updated (same time-split records, paired):", ""]
+        out += _table(["candidate", "frozen corpus", "updated corpus", "gain [95% CI]", "p"],
+                      [[x.candidate, C.fmt_iv(x.frozen), C.fmt_iv(x.updated), C.fmt_signed_iv(x.gain),
+                        C.fmt(x.p_value, 3)] for x in fr.frozen])
+    if fr.leakage:
+        out += ["Leakage check (dated after the cut-off, must be 0): "
+                + ", ".join(f"{_t(k)} {v}" for k, v in fr.leakage.items()), ""]
+    return out
+
+
+def _history(r: RunResults) -> list[str]:
+    h = r.history
+    if h is None:
+        return []
+    return ["## Multi-turn context (history ablation)", "",
+            f"{_t(h.candidate)} on its {h.records} multi-turn test records ({_t(h.metric)}); gap = whole history - "
+            f"last user turn only, paired ({_t(h.test)}, p = {C.fmt(h.p_value, 3)}).", ""] + _table(
+        ["whole history [95% CI]", "last user turn only [95% CI]", "gap [95% CI]"],
+        [[C.fmt_iv(h.whole_history), C.fmt_iv(h.last_turn), C.fmt_signed_iv(h.gap)]])
+
+
 def _compute(r: RunResults) -> list[str]:
     out = ["## Compute", ""]
     if not r.compute:
@@ -219,7 +252,7 @@ def render_markdown(results: RunResults) -> str:
             + (f" · metric {C.primary_metric(r)}" if C.primary_metric(r) else "")
             + (f" · target {C.target(r):g}" if C.target(r) is not None else ""), ""]
     sections = [_warnings, _verdict, _candidates, _comparisons, _test_scoring, _learning_curve, _overfitting, _forgetting,
-                _compute, _cost,
+                _freshness, _history, _compute, _cost,
                 _per_class, _profile, _settings]
     lines = head + [line for section in sections for line in section(r)]
     return "\n".join(lines).rstrip() + "\n"

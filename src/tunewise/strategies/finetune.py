@@ -22,7 +22,7 @@ from tunewise.data.records import Record
 from tunewise.data.split import nested_fraction, nested_order
 from tunewise.errors import ConfigError
 from tunewise.files import write_atomic
-from tunewise.models.backend import Scored
+from tunewise.models.backend import Scored, answer_tokens
 from tunewise.models.lm import LanguageModel
 from tunewise.strategies.base import CandidateSpec, Context, Family, FitFacts, register
 from tunewise.strategies.prompts import input_turns, system_turn
@@ -74,10 +74,22 @@ class FineTune:
         return [f for f in ctx.budget.curve_fractions if f < 1]
 
     def examples(self, lm: LanguageModel, records: list[Record], system):
+        """Training examples; a multi-turn history too long for max_length loses its oldest turns (the
+        system turn and the latest turns kept: cutting the prompt from the left would drop the system turn)."""
+        from tunewise.data.history import truncate
         from tunewise.models.train import Example
 
-        return [Example(prompt_ids=lm.encode(lm.render(system + input_turns(r), add_generation_prompt=True)),
-                        completion_ids=lm.label_ids([r.output])[0]) for r in records]
+        out = []
+        for r in records:
+            completion = lm.label_ids([r.output])[0]
+            turns = self.turns(r)
+            if r.multi_turn:
+                turns, cut = truncate(turns, lambda t: len(lm.encode(lm.render(system + t, add_generation_prompt=True)))
+                                      + len(completion) <= self.max_length)
+                self.history_cut += cut
+            out.append(Example(prompt_ids=lm.encode(lm.render(system + turns, add_generation_prompt=True)),
+                               completion_ids=completion))
+        return out
 
     def fit(self, ctx: Context) -> FitFacts:
         from tunewise.models.load import count_params, load_model
@@ -103,6 +115,7 @@ class FineTune:
         else:
             records = nested_fraction(ctx.train, self.fraction, seed=ctx.seed, stratified=stratified)
         base = LanguageModel(model, tokenizer, self.model_name)
+        self.max_length, self.history_cut = cfg.max_length, 0
         result = train(model, tokenizer, self.examples(base, records, self.system),
                        self.examples(base, ctx.validation, self.system), cfg, ctx.checkpoint_dir or ctx.work_dir,
                        progress=ctx.progress is not None)
@@ -120,6 +133,8 @@ class FineTune:
             notes=([f"stopped early after epoch {result.best_epoch}"] if result.stopped_early else [])
             + ([f"resumed from step {result.resumed_from_step}"] if result.resumed_from_step else [])
             + ([result.checkpoint_refused] if result.checkpoint_refused else [])
+            + ([f"history truncated to {cfg.max_length} tokens in {self.history_cut} training/validation records "
+                "(system turn and latest turns kept)"] if self.history_cut else [])
             + ([f"learning-curve decay branches: {result.branch_steps} steps, {result.branch_seconds:.0f} s "
                 f"(not in train_seconds)"] if result.branch_steps else []))
         if trained is not None:  # written last: its presence means the adapter beside it is complete
@@ -188,13 +203,18 @@ class FineTune:
             model = model.merge_and_unload()
         return cast_weights(model, pick_dtype("auto", pick_device(device))).eval()
 
+    def turns(self, record: Record):
+        """The record's own turns as the model sees them in training and scoring (retrieval adds passages)."""
+        return input_turns(record)
+
     def predict(self, ctx: Context, record: Record) -> Scored:
         return self.predict_many(ctx, [record])[0]
 
     def predict_many(self, ctx: Context, records: list[Record]) -> list[Scored]:
-        rests = [input_turns(r) for r in records]
-        if not records or ctx.task.type == "generation":
-            return self.lm.generate([self.system + rest for rest in rests])
+        rests = [self.turns(r) for r in records]
+        if not records or ctx.task.type == "generation":  # as many new tokens as prompting gets
+            return self.lm.generate([self.system + rest for rest in rests],
+                                    answer_tokens([r.output for r in ctx.train] or ["x" * 112]))
         return self.lm.score_labels(self.system, rests, ctx.labels)
 
 

@@ -54,7 +54,7 @@ class PromptStrategy:
         mode = spec.options.get("calibrate", self.calibrate_default)
         self.calibration_mode = mode if mode == "auto" else bool(mode)
         self.calibrate = bool(mode)
-        self.max_new_tokens = int(spec.options.get("max_new_tokens", 64))
+        self.max_new_tokens = spec.options.get("max_new_tokens")  # None: enough for the longest training answer
         self.scoring = spec.options.get("scoring")  # None: the model's `scoring:`, else the best it supports
         if self.scoring is not None and self.scoring not in SCORING_CHOICES:
             raise ConfigError(f"candidate '{spec.name}': option scoring '{self.scoring}' is unknown",
@@ -73,6 +73,8 @@ class PromptStrategy:
             self.k = ctx.budget.shots
         self.backend = ctx.models.backend(self.model_name)
         self.method = self._method(ctx)
+        if self.max_new_tokens is None and ctx.task.type == "generation":
+            self.max_new_tokens = answer_tokens([r.output for r in ctx.train] or ["x" * 112])
         self.system = system_turn(ctx.task, ctx.labels)
         self.prepare(ctx)
         self._prior: dict[tuple, list[float]] = {}
@@ -153,6 +155,10 @@ class PromptStrategy:
     def candidate_labels(self, ctx: Context, record: Record) -> list[str]:
         return ctx.labels
 
+    def turns(self, record: Record):
+        """The record's own turns as the model sees them (retrieval adds its passages here)."""
+        return input_turns(record)
+
     def predict(self, ctx: Context, record: Record) -> Scored:
         return self._predict_many(ctx, [record], self.calibrate)[0][0]
 
@@ -166,7 +172,7 @@ class PromptStrategy:
             return []
         examples = self.examples_for(records)
         shared = self.system + (example_turns(examples[0]) if examples and not self.per_record_examples else [])
-        rests = [(example_turns(ex) if self.per_record_examples else []) + input_turns(r)
+        rests = [(example_turns(ex) if self.per_record_examples else []) + self.turns(r)
                  for r, ex in zip(records, examples)]
         if self.method == "generate":
             return [(s, s.prediction) for s in self._generate(ctx, shared, rests)]
@@ -188,7 +194,7 @@ class PromptStrategy:
     def _generate(self, ctx: Context, shared, rests) -> list[Scored]:
         """Greedy answers; for classification each is matched to a label ('' when it names none)."""
         if ctx.task.type == "generation":
-            return self.backend.generate([shared + rest for rest in rests], self.max_new_tokens)
+            return self.backend.generate([shared + rest for rest in rests], int(self.max_new_tokens))
         answers = self.backend.generate([shared + rest for rest in rests], answer_tokens(ctx.labels))
         for s in answers:
             s.answer = s.prediction

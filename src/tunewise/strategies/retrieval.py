@@ -1,0 +1,171 @@
+"""Retrieval family: the top-k corpus passages put in the prompt of the model as-is (`rag`) or of a
+LoRA trained with the same passages in its prompts (`rag_lora`: retrieval in front of fine-tuning).
+
+The corpus (`corpus:` in the task file) is chunked and embedded with the shipped MiniLM, and searched
+by exact inner product (models/index.py). The passages go before the record's last user turn. The
+corpus content hash, chunk sizes and k are in the settings, so they are in the cache key. Option
+`corpus_cutoff` (ISO date) freezes the corpus at that date (documents dated after it left out):
+the freshness test compares it with the updated corpus. The corpus may well contain test answers:
+that is what retrieval is for (the leakage check concerns training records, not the corpus).
+"""
+
+from __future__ import annotations
+
+from tunewise.config import RetrievalSettings
+from tunewise.data.corpus import Chunk, chunk, corpus_hash, frozen_at, read_corpus
+from tunewise.data.records import Record
+from tunewise.errors import ConfigError
+from tunewise.models.backend import Scored
+from tunewise.strategies.base import CandidateSpec, Context, Family, FitFacts, register
+from tunewise.strategies.finetune import FineTune
+from tunewise.strategies.prompting import PromptStrategy
+from tunewise.strategies.prompts import input_turns
+
+EMBEDDER = "all-minilm-l6-v2"
+RAG_LORA_MIN_LENGTH = 512  # training tokens per example: the passages must fit beside the answer
+
+
+class Retriever:
+    """A corpus cut into chunks, embedded and indexed; the top-k chunks for each query text."""
+
+    def __init__(self, chunks: list[Chunk], settings: RetrievalSettings):
+        from tunewise.models.embed import get_embedder
+        from tunewise.models.index import VectorIndex
+
+        self.chunks, self.k = chunks, settings.top_k
+        self.embedder = get_embedder()
+        self.index = VectorIndex(self.embedder.encode([c.text for c in chunks]), faiss_above=settings.faiss_above)
+
+    def top(self, texts: list[str]) -> list[list[Chunk]]:
+        idx, _ = self.index.search(self.embedder.encode(texts), self.k)
+        return [[self.chunks[i] for i in row] for row in idx]
+
+
+def names_document(source: str, doc_id: str) -> bool:
+    """A record's source names a document, or a folder of them (`drug` for `drug/123`)."""
+    return doc_id == source or doc_id.startswith(source.rstrip("/") + "/")
+
+
+def with_passages(record: Record, passages: list[Chunk]):
+    """The record's turns with the passages before its last user turn's text."""
+    turns = input_turns(record)
+    last = max(i for i, (role, _) in enumerate(turns) if role == "user")
+    context = "\n\n".join(f"[{i + 1}] ({c.doc_id}) {c.text}" for i, c in enumerate(passages))
+    text = f"Passages that may help:\n{context}\n\nUsing the passages where they help:\n{turns[last][1]}"
+    return turns[:last] + [("user", text)] + turns[last + 1:]
+
+
+RETRIEVAL_STRATEGIES = ("rag", "rag_lora")
+CORPUS_OPTIONS = ("corpus", "corpus_cutoff", *RetrievalSettings.model_fields)
+
+
+def corpus_options(task) -> dict:
+    """The options a retrieval candidate takes from the task file: its corpus and retrieval settings."""
+    return {"corpus": task.corpus, **task.retrieval.model_dump()}
+
+
+class WithCorpus:
+    """What both retrieval strategies share: the corpus settings, the index and the passages per record.
+
+    The corpus and its settings come in the candidate's options (`corpus_options`), so `settings()`
+    (the cache key) holds the corpus content hash before anything is fitted."""
+
+    family: Family = "retrieval"
+
+    def read_corpus(self, spec: CandidateSpec) -> CandidateSpec:
+        """Reads the corpus named in the options; returns the spec without the corpus options."""
+        opts = dict(spec.options)
+        corpus = opts.get("corpus")
+        if not corpus:
+            raise ConfigError(f"candidate '{spec.name}': no corpus to retrieve from",
+                              fix="set `corpus:` in the task file to a folder of .txt/.md files or a .jsonl")
+        self.cutoff = opts.get("corpus_cutoff")
+        self.retrieval = RetrievalSettings(**{k: opts[k] for k in RetrievalSettings.model_fields if k in opts})
+        self.docs = read_corpus(corpus)
+        if self.cutoff is not None:
+            self.docs = frozen_at(self.docs, str(self.cutoff))
+        self._passages: dict[str, list[Chunk]] = {}
+        self.corpus_settings = {"corpus_hash": corpus_hash(self.docs), "corpus_cutoff": self.cutoff,
+                                "embedder": EMBEDDER, **self.retrieval.model_dump()}
+        return spec.model_copy(update={"options": {k: v for k, v in opts.items() if k not in CORPUS_OPTIONS}})
+
+    def build_index(self, ctx: Context) -> None:
+        chunks = chunk(self.docs, self.retrieval.chunk_words, self.retrieval.chunk_overlap)
+        self.retriever = Retriever(chunks, self.retrieval)
+        frozen = f", frozen at {self.cutoff}" if self.cutoff else ""
+        ctx.notes.append(f"{self.spec.name}: {len(self.docs)} documents{frozen}, {len(chunks)} chunks of "
+                         f"{self.retrieval.chunk_words} words, {self.retriever.index.kind} index, top "
+                         f"{self.retrieval.top_k} in the prompt")
+        if self.retriever.index.note:
+            ctx.notes.append(f"{self.spec.name}: {self.retriever.index.note}")
+
+    def retrieve(self, records: list[Record]) -> None:
+        todo = [r for r in records if r.id not in self._passages]
+        if todo:
+            self._passages.update(zip([r.id for r in todo], self.retriever.top([r.text for r in todo])))
+
+    def turns(self, record: Record):
+        return with_passages(record, self._passages[record.id])
+
+    def mark_hits(self, records: list[Record], scored: list[Scored]) -> list[Scored]:
+        """Whether each record's named source document was retrieved (for recall@k)."""
+        for r, s in zip(records, scored):
+            if r.doc is not None:
+                s.retrieval_hit = any(names_document(r.doc, c.doc_id) for c in self._passages[r.id])
+        return scored
+
+
+@register("rag")
+class Rag(WithCorpus, PromptStrategy):
+    """The top-k passages in the prompt of the model as-is."""
+
+    family: Family = "retrieval"
+    calibrate_default = False  # the content-free prior would change with every input's passages
+
+    def __init__(self, spec: CandidateSpec):
+        PromptStrategy.__init__(self, self.read_corpus(spec))
+        self.spec = spec
+
+    def settings(self) -> dict:
+        return super().settings() | self.corpus_settings
+
+    def prepare(self, ctx: Context) -> None:
+        self.build_index(ctx)
+
+    def _predict_many(self, ctx: Context, records: list[Record], calibrate: bool):
+        self.retrieve(records)
+        out = super()._predict_many(ctx, records, calibrate)
+        self.mark_hits(records, [s for s, _ in out])
+        return out
+
+
+@register("rag_lora")
+class RagLoRA(WithCorpus, FineTune):
+    """A LoRA trained with the retrieved passages in its prompts, and scored with them."""
+
+    family: Family = "retrieval"
+    method = "lora"
+
+    def __init__(self, spec: CandidateSpec):
+        FineTune.__init__(self, self.read_corpus(spec))
+        self.spec = spec
+
+    def settings(self) -> dict:
+        return super().settings() | self.corpus_settings
+
+    def config(self, ctx: Context):
+        cfg = super().config(ctx)
+        return cfg if "max_length" in self.options else cfg.model_copy(
+            update={"max_length": max(cfg.max_length, RAG_LORA_MIN_LENGTH)})
+
+    def fit(self, ctx: Context) -> FitFacts:
+        self.build_index(ctx)
+        return super().fit(ctx)
+
+    def examples(self, lm, records: list[Record], system):
+        self.retrieve(records)
+        return super().examples(lm, records, system)
+
+    def predict_many(self, ctx: Context, records: list[Record]) -> list[Scored]:
+        self.retrieve(records)
+        return self.mark_hits(records, super().predict_many(ctx, records))

@@ -1,0 +1,147 @@
+"""Retrieval: the corpus read and chunked, the index (numpy vs FAISS), and the rag candidate."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tunewise.config import BUDGETS, RetrievalSettings, TaskSpec
+from tunewise.data.corpus import Document, chunk, corpus_hash, frozen_at, read_corpus
+from tunewise.data.records import Record
+from tunewise.errors import ConfigError, DataError
+from tunewise.models.index import VectorIndex
+
+FACTS = {"zorblax": "Zorblax is taken for migraine.", "quenta": "Quenta is taken for insomnia.",
+         "vexil": "Vexil is taken for acne.", "morrow": "Morrow is taken for asthma.",
+         "pellin": "Pellin is taken for gout.", "sarvo": "Sarvo is taken for eczema."}
+
+
+def write_corpus(folder, dated=False):
+    path = folder / "docs.jsonl"
+    path.write_text("".join(json.dumps({"id": k, "text": v} | ({"date": f"201{i}-01-01"} if dated else {})) + "\n"
+                            for i, (k, v) in enumerate(FACTS.items())))
+    return path
+
+
+def test_chunks_are_overlapping_windows_and_cover_every_word():
+    doc = Document("d", " ".join(f"w{i}" for i in range(25)))
+    chunks = chunk([doc], words=10, overlap=3)
+    assert [c.text.split()[0] for c in chunks] == ["w0", "w7", "w14", "w21"]
+    # 24 words: the last window (w14-w23) already holds the tail, so no chunk of overlap words alone
+    assert len(chunk([Document("d", " ".join(f"w{i}" for i in range(24)))], words=10, overlap=3)) == 3
+    assert chunks[1].text.split()[:3] == chunks[0].text.split()[-3:]  # the overlap
+    assert {w for c in chunks for w in c.text.split()} == set(doc.text.split())
+    assert len(chunk([Document("s", "one two")], words=10, overlap=3)) == 1  # short document: one chunk
+    with pytest.raises(ValueError):
+        chunk([doc], words=10, overlap=10)
+
+
+def test_corpus_from_folder_and_jsonl_and_its_hash(tmp_path):
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "a.md").write_text("alpha text")
+    (tmp_path / "f" / "sub").mkdir()
+    (tmp_path / "f" / "sub" / "b.txt").write_text("beta text")
+    (tmp_path / "f" / "skip.pdf").write_text("not read")
+    assert [d.id for d in read_corpus(tmp_path / "f")] == ["a.md", "sub/b.txt"]
+    docs = read_corpus(write_corpus(tmp_path, dated=True))
+    assert len(docs) == 6 and docs[0].date == "2010-01-01"
+    assert corpus_hash(docs) != corpus_hash(docs[:-1] + [Document(docs[-1].id, docs[-1].text + "!", docs[-1].date)])
+    assert [d.id for d in frozen_at(docs, "2012-06-30")] == ["zorblax", "quenta", "vexil"]
+
+
+def test_bad_corpus_names_file_line_and_field(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "text": "x"}\n{"id": "b"}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl:2 field 'text'"):
+        read_corpus(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        read_corpus(tmp_path / "missing")
+
+
+def test_overlap_must_be_below_chunk_size():
+    with pytest.raises(ValueError):
+        RetrievalSettings(chunk_words=20, chunk_overlap=20)
+
+
+def test_exact_numpy_and_faiss_agree():
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(500, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    queries = rng.normal(size=(40, 32)).astype(np.float32)
+    exact, flat = VectorIndex(vectors), VectorIndex(vectors, faiss_above=0)
+    assert (exact.kind, flat.kind) == ("numpy", "faiss")
+    (i1, s1), (i2, s2) = exact.search(queries, 5), flat.search(queries, 5)
+    assert (i1 == i2).all() and np.allclose(s1, s2, atol=1e-5)
+
+
+def test_exact_numpy_and_faiss_agree_on_a_real_corpus(tmp_path):
+    pytest.importorskip("faiss")
+    from tunewise.models.embed import get_embedder
+
+    chunks = chunk(read_corpus(write_corpus(tmp_path)), words=10, overlap=2)
+    emb = get_embedder()
+    vectors, queries = emb.encode([c.text for c in chunks]), emb.encode([f"what is {k} for?" for k in FACTS])
+    i1, _ = VectorIndex(vectors).search(queries, 3)
+    i2, _ = VectorIndex(vectors, faiss_above=0).search(queries, 3)
+    assert (i1 == i2).all()
+    assert [chunks[row[0]].doc_id for row in i1] == list(FACTS)  # each question finds its own document
+
+
+def rec(i, drug, doc=True):
+    return Record(id=f"q{i}", messages=(("user", f"Which condition is {drug} taken for?"),),
+                  output=FACTS[drug].split(" for ")[1].rstrip("."), source="mem", line=i,
+                  doc=drug if doc else None)
+
+
+def test_rag_puts_the_passages_in_the_prompt_and_reports_recall(tmp_path):
+    from tunewise.bakeoff import candidate_key, default_candidates, run_bakeoff
+    from tunewise.store import Store
+    from tunewise.strategies import build
+    from tunewise.ui import Progress
+
+    corpus = write_corpus(tmp_path)
+    task = TaskSpec(name="t", type="generation", metric="token_f1", corpus=str(corpus),
+                    instruction="Answer with the condition only.",
+                    retrieval=RetrievalSettings(chunk_words=20, chunk_overlap=0, top_k=1))
+    specs = [s for s in default_candidates(task) if s.strategy in ("zero_shot", "rag")]
+    assert [s.name for s in specs] == ["zero_shot", "rag"]
+    train = [rec(i, d) for i, d in enumerate(["zorblax", "quenta"])]
+    test = [rec(10 + i, d, doc=i != 3) for i, d in enumerate(["vexil", "morrow", "pellin", "sarvo"])]
+    budget = BUDGETS["quick"].model_copy(update={"bootstrap": 100, "test_first": None})
+    results, _ = run_bakeoff(specs, task=task, labels=[], train=train, validation=[], test=test, budget=budget,
+                             seed=0, run_dir=tmp_path / "run", store=Store(tmp_path / "s"), data_key="k",
+                             progress=Progress(quiet=True))
+    zero, rag = results
+    assert zero.status == rag.status == "ok", (zero.error, rag.error)
+    assert rag.family == "retrieval" and zero.retrieval_recall is None
+    assert rag.retrieval_recall.value == 1.0 and sum(h is not None for h in rag.retrieval_hits) == 3
+    assert any(n.startswith("retrieval: recall@1 1.00") for n in rag.notes)
+    assert {"exact_match", "token_f1", "rouge_l"} <= set(rag.metrics)
+    # the passage is in the prompt: the rag prompt is longer by about one chunk
+    assert rag.prompt_tokens_mean > zero.prompt_tokens_mean + 5
+    # the corpus content is in the cache key
+    strategy = build(specs[1])
+    key = candidate_key(specs[1], strategy.settings(), "k", task, budget, 0)
+    corpus.write_text(corpus.read_text().replace("gout", "lupus"))
+    edited = build(specs[1])
+    assert candidate_key(specs[1], edited.settings(), "k", task, budget, 0) != key
+
+
+def test_rag_without_a_corpus_fails_with_the_fix():
+    from tunewise.strategies import CandidateSpec, build
+
+    with pytest.raises(ConfigError, match="set `corpus:`"):
+        build(CandidateSpec(name="rag", strategy="rag"))
+
+
+def test_front_matter_dates_a_folder_document(tmp_path):
+    (tmp_path / "a.md").write_text("---\ndate: 2019-05-01\n---\n# A\nbody")
+    (tmp_path / "b.md").write_text("no front matter\n---\n")
+    a, b = read_corpus(tmp_path)
+    assert (a.date, a.text) == ("2019-05-01", "# A\nbody") and b.date is None
+    (tmp_path / "c.md").write_text("---\ndate: [\n---\nx")
+    with pytest.raises(DataError, match="c.md: front matter"):
+        read_corpus(tmp_path)
