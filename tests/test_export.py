@@ -40,7 +40,7 @@ def test_an_export_that_does_not_reproduce_the_run_fails(tiny_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run.run_dir, run, ignore=shutil.ignore_patterns("model.safetensors"))
     check = run / "candidates" / "lora" / "saved" / "check.jsonl"
-    labels = tiny_run.results.task["labels"]
+    labels = tiny_run.results.task.labels
     rows = [json.loads(line) for line in check.read_text().splitlines()]
     for row in rows:  # pretend the run predicted another label every time
         row["prediction"] = labels[(labels.index(row["prediction"]) + 1) % len(labels)]

@@ -101,9 +101,9 @@ def test_prompting_the_served_lora_over_http_reproduces_its_run(tiny_run):
     from tunewise.ui import Progress
 
     lora = tiny_run.results.candidate("lora")
-    labels = tiny_run.results.task["labels"]
+    labels = tiny_run.results.task.labels
     with serving(tiny_run, "lora") as server:
-        task = TaskSpec.model_validate({k: v for k, v in tiny_run.results.task.items() if k != "labels"}
+        task = TaskSpec.model_validate(tiny_run.results.task.model_dump(exclude={"labels", "models"})
                                        | {"labels": labels, "models": {"served": ModelConfig(
                                            base_url=server.url, model="smollm2-135m")}})
         spec = CandidateSpec(name="zero_shot@served", strategy="zero_shot", model="served",
@@ -148,7 +148,7 @@ def test_the_cli_serves_prints_the_curl_command_and_needs_its_key(tiny_run, tmp_
         url = f"http://127.0.0.1:{port}/v1"
         with pytest.raises(openai.AuthenticationError):
             chat(client(url, key="nope"), "classical", "fine")
-        assert chat(client(url), "classical", "fine").choices[0].message.content in tiny_run.results.task["labels"]
+        assert chat(client(url), "classical", "fine").choices[0].message.content in tiny_run.results.task.labels
     finally:
         proc.terminate()
         proc.wait(timeout=30)

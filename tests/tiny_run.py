@@ -47,7 +47,8 @@ def make_tiny_run(folder: Path, name: str = "run") -> TinyRun:
                                       store=Store(folder / ".tunewise"), data_key="tiny", progress=Progress(quiet=True))
     results = RunResults(tunewise_version="test", run_id="tiny", created="now",
                          task=task.model_dump() | {"labels": labels}, budget=budget.model_dump(),
-                         split={"test": len(test)}, candidates=candidates, test_scoring=scoring,
+                         split={"train": len(train), "test": len(test), "source": "seeded split", "seed": 0},
+                         candidates=candidates, test_scoring=scoring,
                          verdict=Verdict(decision="FINE_TUNE", candidate="lora", model="smollm2-135m",
                                          summary="tiny test run", reasons=[]))
     (run_dir / "results.json").write_text(results.model_dump_json(indent=1))
