@@ -55,3 +55,9 @@ def test_fuzz_task_files(text):
 @given(spec_format=F.VALID_TASK)
 def test_fuzz_valid_task_files_load_unaltered(spec_format):
     clean(F.check_valid_task(*spec_format))
+
+
+def test_a_task_key_with_a_line_break_keeps_the_error_on_one_line():
+    # found by the reliability benchmark's fuzzing: the unknown key was printed raw
+    tally = F.check_task_text('{"\\nk\\u001e": null}')
+    assert not tally.lost and not tally.foreign, tally.examples

@@ -254,6 +254,7 @@ def load_task(path: str | Path | None, overrides: dict | None = None) -> TaskSpe
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(x) for x in err["loc"]) or "(task)"
+        key = key if key.isprintable() else repr(key)[1:-1]  # a key with a line break must not break the one line
         where = f"task file {path}" if path else "task settings"
         message = err["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{where}: key '{key}': {message}", fix=_task_fix(err)) from exc
