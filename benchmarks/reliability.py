@@ -118,6 +118,14 @@ def store_facts(db_path: Path) -> dict:
             "integrity": integrity, "predictions": predictions}
 
 
+def _comparable(keys) -> list[tuple]:
+    """Store keys as comparable between two runs: a run's entry is keyed by its unique run id and its
+    folder's path, so those two kinds are compared by count (one each per run folder), not by value."""
+    per_run = {"run", "run_folder"}
+    return sorted([tuple(k) for k in keys if k[0] not in per_run]
+                  + [(kind, f"{sum(k[0] == kind for k in keys)} entries") for kind in sorted(per_run)])
+
+
 def check_against(folder: Path, reference: Path, out: str = "run") -> dict:
     """Every check of one finished run folder + store against the reference's."""
     got, ref = store_facts(folder / "store" / "store.sqlite"), store_facts(reference / "store" / "store.sqlite")
@@ -127,15 +135,15 @@ def check_against(folder: Path, reference: Path, out: str = "run") -> dict:
     checks = {
         "results_equal": not differences,
         "predictions_equal": got["predictions"] == ref["predictions"] and bool(got["predictions"]),
-        "same_store_keys": got["keys"] == ref["keys"],
+        "same_store_keys": _comparable(got["keys"]) == _comparable(ref["keys"]),
         "no_duplicates": got["rows"] == got["distinct"],
         "no_stage_clock_left": not any(kind == "stage_seconds" for kind, _ in got["keys"]),
         "integrity_ok": got["integrity"] == "ok",
         "no_temp_files": not leftovers,
     }
     return {"ok": all(checks.values()), "checks": checks, "differences": differences[:10],
-            "missing_keys": sorted(set(map(tuple, ref["keys"])) - set(map(tuple, got["keys"])))[:10],
-            "extra_keys": sorted(set(map(tuple, got["keys"])) - set(map(tuple, ref["keys"])))[:10],
+            "missing_keys": sorted(set(_comparable(ref["keys"])) - set(_comparable(got["keys"])))[:10],
+            "extra_keys": sorted(set(_comparable(got["keys"])) - set(_comparable(ref["keys"])))[:10],
             "stage_seconds": results.get("stage_seconds"), "lora_notes": next(
                 (c.get("notes") for c in results["candidates"] if c["name"] == "lora"), None)}
 
