@@ -86,6 +86,12 @@ class CandidateResult(BaseModel):
     retrieval_recall: Interval | None = None  # share of test records whose named source document was retrieved
     retrieval_hits: list[bool | None] = Field(default_factory=list, exclude=True)  # per record (store only)
 
+    def rank(self, metric: str) -> tuple[int, float]:
+        """(test records scored, score): the larger ranks higher. Adaptive scoring drops an option once it
+        is separated below the leader, so its score rests on fewer records: a lucky early score must not
+        outrank the leader's score on the whole split."""
+        return self.test_records or 0, self.metrics[metric].value
+
 
 class Comparison(BaseModel):
     """Paired test of the best candidate against another on the same test items."""

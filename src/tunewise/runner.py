@@ -153,6 +153,11 @@ def new_run_id(out_dir: Path) -> str:
     return f"{out_dir.name}-{uuid.uuid4().hex[:8]}"
 
 
+def _task_pool(task, opts) -> ModelPool:
+    """The models a re-scoring stage needs: the task's served models and prices, as the bake-off had them."""
+    return ModelPool(device=opts.device, models=task.models, store=opts.store, prices=task.constraints.prices)
+
+
 def _history_ablation(prep, opts, specs, results, test, train, validation, data_key, progress):
     """The best candidate (not the majority floor) on its multi-turn test records again, with the last
     user turn only; its bake-off predictions are the whole-history side (evidence/history.py)."""
@@ -164,16 +169,15 @@ def _history_ablation(prep, opts, specs, results, test, train, validation, data_
     scored = [c for c in results.candidates if c.status == "ok" and c.strategy != "majority" and metric in c.metrics]
     if not scored:
         return None
-    best = max(scored, key=lambda c: c.metrics[metric].value)
+    best = max(scored, key=lambda c: c.rank(metric))  # as the verdict ranks: an early-dropped option never leads
     spec = next(s for s in specs if s.name == best.name)
     idx = [i for i in range(len(best.predictions)) if test[i].multi_turn]
     if not idx:
         return None
     progress.note(f"multi-turn: {best.name} on {len(idx)} multi-turn test records with the last user turn only")
     ctx = Context(task=task, labels=prep.labels, train=train, validation=validation, budget=opts.budget,
-                  seed=opts.seed, work_dir=opts.out_dir / "history", models=ModelPool(device=opts.device,
-                  models=task.models, store=opts.store, prices=task.constraints.prices), device=opts.device,
-                  progress=progress.callback)
+                  seed=opts.seed, work_dir=opts.out_dir / "history", models=_task_pool(task, opts),
+                  device=opts.device, progress=progress.callback)
     contender = Contender(spec, ctx, opts.store, data_key, progress)
     contender._fit()  # a fine-tuned candidate loads its trained adapter from the store
     records = [last_turn_only(test[i]) for i in idx]
@@ -212,7 +216,7 @@ def _time_split(prep, opts, specs, results, main_test, progress):
             leakage[f"{s.name} documents after the cut-off"] = sum(
                 d.date is not None and d.date[:10] > cutoff for d in build(s).docs)
     data_key = make_key("time-split", prep.data_key, cutoff, [r.id for r in test], [r.id for r in train])
-    pool = ModelPool(device=opts.device, models=task.models, store=opts.store, prices=task.constraints.prices)
+    pool = _task_pool(task, opts)
     timed = {}
     for s in run_specs:
         ctx = Context(task=task, labels=prep.labels, train=train, validation=validation, budget=budget, seed=seed,

@@ -83,12 +83,9 @@ class Facts:
         return self.score(c).ci_low > self.score(self.majority).value
 
     def best(self, pool) -> CandidateResult | None:
-        """Highest score among the options scored longest; ties go to the cheaper option. Adaptive
-        scoring drops an option once it is separated below the leader, so its score rests on fewer
-        records: a lucky early score must not outrank the leader's score on the whole split."""
+        """Highest score among the options scored longest (CandidateResult.rank); ties go to the cheaper."""
         pool = list(pool)
-        return min(pool, key=lambda c: (-(c.test_records or 0), -self.score(c).value, self.cost_key(c))) \
-            if pool else None
+        return min(pool, key=lambda c: (tuple(-x for x in c.rank(self.metric)), self.cost_key(c))) if pool else None
 
     def paired(self, x: CandidateResult, y: CandidateResult) -> Paired | None:
         for cmp in self.results.comparisons:
