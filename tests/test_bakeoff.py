@@ -60,6 +60,20 @@ def test_multi_token_labels_match_a_full_forward(lm):
     assert scored.prediction == labels[max(range(4), key=lambda i: expected[i])]
 
 
+def test_labels_sharing_leading_tokens_share_trie_positions_and_score_like_a_full_forward(lm):
+    from tunewise.models.lm import LabelTrie
+
+    labels = ["card_arrival", "card_delivery_estimate", "card_linking", "cash_withdrawal_charge", "card"]
+    ids = lm.label_ids(labels)
+    trie = LabelTrie(ids)
+    assert len(trie.tokens) < sum(map(len, ids))  # shared leading tokens are computed once
+    shared = [("system", "Which banking intent is this?")]
+    rests = [[("user", "My card has not come yet")], [("user", "Why was I charged for taking out cash?")]]
+    for rest, scored in zip(rests, lm.classify_many(shared, rests, labels)):
+        assert scored.label_logprobs == pytest.approx([naive_logprob(lm, shared + rest, lab) for lab in labels],
+                                                      abs=2e-3)
+
+
 def test_shared_prefix_cache_is_reused_without_changing_scores(lm):
     shared = [("system", "Classify the text."), ("user", "great stuff"), ("assistant", "positive")]
     labels = ["negative", "positive"]

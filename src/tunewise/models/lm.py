@@ -40,6 +40,7 @@ class LanguageModel:
         self._end = self.format.end
         self._prefixes: OrderedDict[tuple[int, ...], object] = OrderedDict()
         self._labels: dict[tuple[str, ...], list[list[int]]] = {}
+        self._tries: dict[tuple, LabelTrie] = {}
         from tunewise.models.load import body_and_head
 
         # Only the last positions' logits are needed (first label token, the labels' own positions):
@@ -93,24 +94,24 @@ class LanguageModel:
             return self._prefixes[key]
         cache = DynamicCache(config=self.model.config)
         if prefix_ids:
-            self._last_logits(torch.tensor([prefix_ids], device=self.device), cache, keep=0)
+            self._last_logits(torch.tensor([prefix_ids], device=self.device), cache, None)
         self._prefixes[key] = cache
         if len(self._prefixes) > KEPT_PREFIXES:
             self._prefixes.popitem(last=False)
         return cache
 
-    def _last_logits(self, ids: torch.Tensor, cache, keep: int, **kw) -> torch.Tensor | None:
-        """Logits [batch, keep, vocab] at the last `keep` positions; keep=0 only fills the cache."""
+    def _last_logits(self, ids: torch.Tensor, cache, at: torch.Tensor | None, **kw) -> torch.Tensor | None:
+        """Logits [batch, len(at), vocab] at the query positions `at`; None only fills the cache."""
         if self._parts is None:
             logits = self.model(ids, use_cache=True, **{self._cache_kw: cache}, **kw).logits
-            return logits[:, logits.size(1) - keep:] if keep else None
+            return logits[:, at] if at is not None else None
         body, head = self._parts
         out = body(input_ids=ids, use_cache=True, **{self._cache_kw: cache}, **kw)
-        if not keep:
+        if at is None:
             return None
         hidden = out[0] if isinstance(out, tuple) else out.last_hidden_state
-        rows = hidden[:, -keep:].reshape(-1, hidden.size(-1))
-        return head(rows).view(hidden.size(0), keep, -1)
+        rows = hidden[:, at].reshape(-1, hidden.size(-1))
+        return head(rows).view(hidden.size(0), len(at), -1)
 
     def _batch_rows(self, label_tokens: int, batch_size: int | None) -> int:
         """Inputs per forward: SCORE_BATCH (more on CUDA), fewer when the labels add many tokens to each."""
@@ -122,34 +123,35 @@ class LanguageModel:
         """[inputs, labels] sums of log P(label tokens | prefix + input), in one forward for the batch.
 
         Each row holds one input, left-padded so that all inputs end at the same column, followed by
-        every label (each in a block of the longest label's width). A 4-D mask lets an input see the
-        prefix and itself, and a label see the prefix, its input and its own earlier tokens; position
-        ids continue each input from the prefix and restart each label after its input. Pads see only
-        themselves (no query is left without a key). The shared `cache` is copied, never changed."""
+        the labels' token trie (LabelTrie): labels sharing leading tokens share those positions, so 77
+        intents like `card_arrival`, `card_delivery_estimate` cost their distinct tokens only. A 4-D
+        mask lets an input see the prefix and itself, and a trie node see the prefix, its input, its
+        ancestors and itself; position ids continue each input from the prefix and number each node
+        by its depth after the input. Pads see only themselves (no query is left without a key).
+        Logits are taken only where a token is predicted: the input's last position and the trie's
+        inner nodes. The shared `cache` is copied, never changed."""
         from transformers import DynamicCache
 
-        b, n = len(inputs), len(label_ids)
-        width, lab_w = max(len(x) for x in inputs), max(len(x) for x in label_ids)
-        q_len = width + n * lab_w
+        trie = self._trie(label_ids)
+        b, m = len(inputs), len(trie.tokens)
+        width = max(len(x) for x in inputs)
+        q_len = width + m
         pad = self.tokenizer.pad_token_id or 0
         ids = torch.full((b, q_len), pad, dtype=torch.long)
+        ids[:, width:] = trie.tokens
         pos = torch.full((b, q_len), prefix_len, dtype=torch.long)
         keep = torch.zeros((b, q_len, prefix_len + q_len), dtype=torch.bool)
         keep[:, :, :prefix_len] = True
         diag = torch.arange(q_len)
         keep[:, diag, prefix_len + diag] = True
-        label_causal = torch.ones((lab_w, lab_w), dtype=torch.bool).tril()
+        keep[:, width:, prefix_len + width:] = trie.sees
         for i, x in enumerate(inputs):
             start = width - len(x)
             ids[i, start:width] = torch.tensor(x)
             pos[i, start:width] = torch.arange(prefix_len, prefix_len + len(x))
+            pos[i, width:] = prefix_len + len(x) + trie.depth
             keep[i, start:width, prefix_len + start:prefix_len + width] = torch.ones(len(x), len(x)).tril().bool()
             keep[i, width:, prefix_len + start:prefix_len + width] = True
-            for j, lab in enumerate(label_ids):
-                at = width + j * lab_w
-                ids[i, at:at + len(lab)] = torch.tensor(lab)
-                pos[i, at:at + lab_w] = torch.arange(prefix_len + len(x), prefix_len + len(x) + lab_w)
-                keep[i, at:at + lab_w, prefix_len + at:prefix_len + at + lab_w] = label_causal
         dtype = next(self.model.parameters()).dtype
         mask = torch.zeros(keep.shape, dtype=dtype).masked_fill_(~keep, torch.finfo(dtype).min)[:, None]
         if prefix_len:
@@ -158,18 +160,18 @@ class LanguageModel:
         else:
             cache = DynamicCache(config=self.model.config)
         dev = self.device
-        keep_last = n * lab_w + 1  # the last input position and every label position
-        logits = self._last_logits(ids.to(dev), cache, keep_last, attention_mask=mask.to(dev),
+        at = torch.cat([torch.tensor([width - 1]), width + trie.inner])  # where a next token is predicted
+        logits = self._last_logits(ids.to(dev), cache, at.to(dev), attention_mask=mask.to(dev),
                                    position_ids=pos.to(dev))
-        logp = torch.log_softmax(logits.float(), dim=-1)  # [b, 1 + n * lab_w, vocab]
-        # label j's token t (t >= 1) is predicted at its block's position t - 1: column 1 + j * lab_w + t - 1
-        cols, toks, owner = [], [], []
-        for j, lab in enumerate(label_ids):
-            cols += [0] + [1 + j * lab_w + t - 1 for t in range(1, len(lab))]
-            toks += lab
-            owner += [j] * len(lab)
-        picked = logp[:, torch.tensor(cols, device=dev), torch.tensor(toks, device=dev)].cpu()  # [b, tokens]
-        return torch.zeros((b, n)).index_add_(1, torch.tensor(owner), picked)
+        logp = torch.log_softmax(logits.float(), dim=-1)  # [b, 1 + inner nodes, vocab]
+        picked = logp[:, trie.columns.to(dev), trie.label_tokens.to(dev)].cpu()  # [b, label tokens]
+        return torch.zeros((b, len(label_ids))).index_add_(1, trie.owner, picked)
+
+    def _trie(self, label_ids: list[list[int]]) -> LabelTrie:
+        key = tuple(map(tuple, label_ids))
+        if key not in self._tries:
+            self._tries[key] = LabelTrie(label_ids)
+        return self._tries[key]
 
     def classify(self, shared: Messages, rest: Messages, labels: list[str], cache=None,
                  label_ids: list[list[int]] | None = None) -> Scored:
@@ -188,7 +190,7 @@ class LanguageModel:
         if cache is None or not prefix_ids:
             cache = self.prefix_cache(prefix_ids)
         label_ids = label_ids or self.label_ids(labels)
-        size = self._batch_rows(len(label_ids) * max(len(x) for x in label_ids), batch_size)
+        size = self._batch_rows(len(self._trie(label_ids).tokens), batch_size)
         order = sorted(range(len(rests)), key=lambda i: len(split[i][1]))
         out: list[Scored | None] = [None] * len(rests)
         for start in range(0, len(order), size):
@@ -229,3 +231,45 @@ class LanguageModel:
             total_nll += loss * (len(ids) - 1)
             total_tokens += len(ids) - 1
         return math.exp(total_nll / max(total_tokens, 1))
+
+
+class LabelTrie:
+    """The labels' token sequences as a trie, laid out for one forward pass (see label_logprobs).
+
+    tokens[n], depth[n]: node n's token and its depth (0 for a label's first token); sees[n, a]: node a
+    is n or an ancestor of n; inner: nodes with children (their logits predict the next token);
+    per label token in order, `columns` is where it is predicted (0: the input's last position,
+    1 + k: the k-th inner node), `label_tokens` the token and `owner` its label."""
+
+    def __init__(self, label_ids: list[list[int]]):
+        index: dict[tuple[int, int], int] = {}
+        tokens, parent, paths = [], [], []
+        for label in label_ids:
+            node, path = -1, []
+            for tok in label:
+                if (node, tok) not in index:
+                    index[(node, tok)] = len(tokens)
+                    tokens.append(tok)
+                    parent.append(node)
+                node = index[(node, tok)]
+                path.append(node)
+            paths.append(path)
+        m = len(tokens)
+        self.tokens = torch.tensor(tokens, dtype=torch.long)
+        self.sees = torch.zeros((m, m), dtype=torch.bool)
+        self.depth = torch.zeros(m, dtype=torch.long)
+        for n, up in enumerate(parent):  # parents come before their children
+            if up >= 0:
+                self.sees[n] = self.sees[up]
+                self.depth[n] = self.depth[up] + 1
+            self.sees[n, n] = True
+        has_child = sorted({up for up in parent if up >= 0})
+        self.inner = torch.tensor(has_child, dtype=torch.long)
+        column = {n: 1 + k for k, n in enumerate(has_child)}
+        cols, toks, owner = [], [], []
+        for j, (label, path) in enumerate(zip(label_ids, paths)):
+            cols += [0] + [column[n] for n in path[:-1]]
+            toks += label
+            owner += [j] * len(label)
+        self.columns, self.label_tokens = torch.tensor(cols), torch.tensor(toks)
+        self.owner = torch.tensor(owner)
