@@ -98,6 +98,7 @@ def training_tokens(lm, records, system, max_length: int) -> int:
 CAL_RECORDS = 16  # per repeat: two optimizer steps of 8
 CAL_REPEATS = 3  # timed repeats after one warm-up run; their median is the rate
 STALE_SECONDS = 30 * 86400  # a calibration older than this is measured again
+PEAK_SAMPLES, PEAK_SECONDS = 3, 0.25  # device_peak: median of 3 samples of 0.25 s
 
 
 def calibrate(lm, records, system, work_dir: Path, max_length: int, device: str, layers_share: float = 1.0,
@@ -136,9 +137,18 @@ def calibrate(lm, records, system, work_dir: Path, max_length: int, device: str,
 
 
 def device_peak(device: str) -> float:
-    """The bf16 matmul rate the device gives at this moment (0.5 s): estimates scale with it, so a
-    machine busier (or idler) than at calibration time is accounted for."""
-    return measure_device_flops("cuda" if device.startswith("cuda") else "cpu", dtype="bfloat16", seconds=0.5)
+    """The matmul rate the device gives at this moment, in the dtype training computes in (bf16 where
+    the device has it natively, fp32 otherwise): estimates scale with it, so a machine busier (or
+    idler) than at calibration time is accounted for. The median of PEAK_SAMPLES short samples: one
+    sample beside a busy process can catch a stall and misjudge the rate severalfold."""
+    import statistics
+
+    from tunewise.models.load import pick_dtype
+
+    device = "cuda" if device.startswith("cuda") else "cpu"
+    dtype = pick_dtype("auto", device)
+    return statistics.median(measure_device_flops(device, dtype=dtype, seconds=PEAK_SECONDS)
+                             for _ in range(PEAK_SAMPLES))
 
 
 def stale(calibration: dict, now: float) -> str | None:
