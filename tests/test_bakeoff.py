@@ -343,3 +343,13 @@ def test_a_calibration_choice_on_too_few_validation_records_is_called_uncertain(
     assert s.calibrate is True
     assert note.startswith("contextual calibration on: accuracy on the 3 validation records 1.00 with it, 0.00")
     assert "p = 0.25: too few validation records to be sure of the choice" in note
+
+
+def test_batched_generation_answers_like_one_at_a_time(lm):
+    convs = [[("system", "Answer briefly."), ("user", q)] for q in
+             ("Which condition is Metformin taken for?", "What is 2 + 2?", "Name a colour.",
+              "Which condition is Sertraline taken for, and why do doctors prescribe it so often?")]
+    batched = lm.generate(convs, 12)
+    for conv, b in zip(convs, batched):
+        one = lm.generate_one(conv, 12)
+        assert (b.prediction, b.prompt_tokens, b.output_tokens) == (one.prediction, one.prompt_tokens, one.output_tokens)

@@ -27,6 +27,7 @@ from tunewise.models.chat_format import ChatFormat
 SCORE_BATCH = 1
 SCORE_BATCH_CUDA = 32
 LABEL_TOKENS = 1024  # cap on inputs x label tokens per forward (every label follows every input)
+GENERATE_BATCH, GENERATE_BATCH_CUDA = 8, 32  # answers decoded together (see generate)
 KEPT_PREFIXES = 4  # shared-prefix caches kept (one per distinct prefix: zero-shot, few-shot, probe...)
 
 
@@ -73,7 +74,46 @@ class LanguageModel:
         return self.classify_many(shared, rests, labels)
 
     def generate(self, conversations: list[Messages], max_new_tokens: int = 64) -> list[Scored]:
-        return [self.generate_one(messages, max_new_tokens) for messages in conversations]
+        """Greedy answers, GENERATE_BATCH at a time (prompts of similar length together, left-padded):
+        on CPU a decoding step of one answer is mostly fixed overhead, so a batch costs about as much
+        as one. Each answer's `seconds` is its share of its batch's time."""
+        prompts = [self.encode(self.render(m, add_generation_prompt=True)) for m in conversations]
+        size = GENERATE_BATCH_CUDA if self.device.type == "cuda" else GENERATE_BATCH
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        out: list[Scored | None] = [None] * len(prompts)
+        for start in range(0, len(order), size):
+            batch = order[start:start + size]
+            for i, scored in zip(batch, self._generate_batch([prompts[i] for i in batch], max_new_tokens)):
+                out[i] = scored
+        return out
+
+    @torch.inference_mode()
+    def _generate_batch(self, prompts: list[list[int]], max_new_tokens: int) -> list[Scored]:
+        start = time.perf_counter()
+        width, pad = max(map(len, prompts)), self.tokenizer.pad_token_id
+        pad = pad if pad is not None else self.tokenizer.eos_token_id
+        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            ids[row, width - len(prompt):] = torch.tensor(prompt)
+            mask[row, width - len(prompt):] = 1
+        stop = self._stop_ids()
+        out = self.model.generate(ids.to(self.device), attention_mask=mask.to(self.device),
+                                  max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop,
+                                  pad_token_id=pad)
+        share = (time.perf_counter() - start) / len(prompts)
+        answers = []
+        for row, prompt in enumerate(prompts):
+            new = out[row, width:].tolist()
+            ends = [k for k, t in enumerate(new) if t in stop]
+            new = new[:ends[0] + 1] if ends else new  # what follows the first stop is padding
+            text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
+            answers.append(Scored(text, share, len(prompt), len(new)))
+        return answers
+
+    def _stop_ids(self) -> list[int]:
+        """End of sequence and end of turn: where an answer stops."""
+        return [t for t in {self.tokenizer.eos_token_id, *self.encode(self._end.strip())[:1]} if t is not None]
 
     # -- label scoring ---------------------------------------------------------------------
     def label_ids(self, labels: list[str]) -> list[list[int]]:
@@ -211,7 +251,7 @@ class LanguageModel:
         """Greedy decoding; stops at end of turn, end of sequence or max_new_tokens."""
         start = time.perf_counter()
         ids = self.encode(self.render(messages, add_generation_prompt=True))
-        stop = [t for t in {self.tokenizer.eos_token_id, *self.encode(self._end.strip())[:1]} if t is not None]
+        stop = self._stop_ids()
         out = self.model.generate(torch.tensor([ids], device=self.device), max_new_tokens=max_new_tokens,
                                   do_sample=False, eos_token_id=stop, pad_token_id=self.tokenizer.pad_token_id)
         new = out[0, len(ids):].tolist()
