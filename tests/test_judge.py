@@ -37,6 +37,42 @@ def test_the_shipped_model_grades_every_candidates_answers_with_intervals():
         assert 0 <= s.score.ci_low <= s.score.value <= s.score.ci_high <= 1
 
 
+def test_a_served_judge_grades_like_the_local_one(tmp_path, monkeypatch):
+    """Any backend: the same model behind an OpenAI-compatible server (echo + logprobs) gives the same grades."""
+    from servers import EchoServer
+    from tunewise.config import ModelConfig
+    from tunewise.models.lm import LanguageModel
+    from tunewise.models.load import load_model
+    from tunewise.store import Store
+    from tunewise.strategies import ModelPool, base
+
+    model, tokenizer = load_model("smollm2-135m", dtype="float32")
+    lm = LanguageModel(model, tokenizer, "smollm2-135m")
+    monkeypatch.setattr(base.ModelPool, "lm", lambda self, name: lm)  # the fp32 model the server also uses
+    test = [Record(id=f"q{i}", messages=(("user", q),), output=a) for i, (q, a) in enumerate(QA[:3])]
+    answers = CandidateResult(name="c", family="prompting", strategy="zero_shot", predictions=["billing", "80", "x"])
+    local = judge_candidates(ModelPool(), "smollm2-135m", [answers], test, 50, 0)
+    with EchoServer(lm) as server:
+        pool = ModelPool(models={"echo": ModelConfig(base_url=server.url, model="smollm2-135m")},
+                         store=Store(tmp_path / "s"))
+        served = judge_candidates(pool, "echo", [answers], test, 50, 0)
+    assert served.method == local.method == "likelihood"
+    assert served.scores[0].grades == local.scores[0].grades and served.scores[0].score == local.scores[0].score
+
+
+def test_a_judge_that_can_only_generate_has_its_answer_matched_to_one_grade():
+    from tunewise.evaluate.judge import UNGRADED, grade
+    from tunewise.models.backend import Scored
+
+    class Generating:
+        def generate(self, conversations, max_new_tokens):
+            assert "Answer to grade:\nblue" in conversations[0][-1][1]
+            return [Scored(text, 0.0, 0, 0) for text in ["Incorrect.", "correct", "correct or incorrect"]]
+
+    items = [("What colour?", "red", "blue"), ("2+2?", "4", "4"), ("Capital?", "Paris", "Lyon")]
+    assert grade(Generating(), "generate", items) == ["incorrect", "correct", UNGRADED]
+
+
 def test_a_judge_on_a_classification_task_or_an_unnamed_served_model_is_a_one_line_error():
     with pytest.raises(ValueError, match="generation task only"):
         TaskSpec(type="classification", judge="smollm2-135m")

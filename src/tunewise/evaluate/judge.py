@@ -53,8 +53,15 @@ def grade(backend, method: str, items: list[tuple[str, str, str]]) -> list[str]:
     """The judge's grade for each (question, reference, answer)."""
     if not items:
         return []
-    scored = backend.score_labels([("system", JUDGE_SYSTEM)], [judge_turns(*item) for item in items],
-                                  list(GRADES), method)
+    system, grades = [("system", JUDGE_SYSTEM)], list(GRADES)
+    turns = [judge_turns(*item) for item in items]
+    if method == "generate":  # a short greedy answer matched to one grade (as classification does)
+        from tunewise.models.backend import answer_tokens
+        from tunewise.strategies.prompts import parse_label
+
+        answers = backend.generate([system + t for t in turns], answer_tokens(grades))
+        return [parse_label(a.prediction, grades) or UNGRADED for a in answers]
+    scored = backend.score_labels(system, turns, grades, method)
     return [s.prediction if s.prediction in GRADES else UNGRADED for s in scored]
 
 
