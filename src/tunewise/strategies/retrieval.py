@@ -143,6 +143,7 @@ class WithCorpus:
                               fix="re-run `tunewise run` with this version")
         self._documents = saved.pop("documents")
         self._corpus_settings = saved
+        self.retrieval = RetrievalSettings(**{k: saved[k] for k in RetrievalSettings.model_fields})  # as in the run
         lines = (folder / CHUNKS_FILE).read_text(encoding="utf-8").splitlines()
         chunks = [Chunk(**json.loads(line)) for line in lines if line]
         self.retriever = Retriever(chunks, self.retrieval, vectors=np.load(folder / VECTORS_FILE))
