@@ -96,15 +96,16 @@ def test_a_loaded_retrieval_candidate_predicts_what_it_predicted_without_the_cor
     assert FACTS["pellin"] in loaded.strategy.turns(pellin)[-1][1]
 
 
-def test_tunewise_serve_answers_with_the_rag_candidate(rag_run):
+@pytest.mark.parametrize("name", NAMES)
+def test_tunewise_serve_answers_with_a_retrieval_candidate(rag_run, name):
     from fastapi.testclient import TestClient
 
     from tunewise.deploy.server import create_app
 
-    client = TestClient(create_app(load_candidate(saved(rag_run, "rag"), device="cpu")))
-    answers = [client.post("/v1/chat/completions", json={"model": "rag", "messages": [
+    client = TestClient(create_app(load_candidate(saved(rag_run, name), device="cpu")))
+    answers = [client.post("/v1/chat/completions", json={"model": name, "messages": [
         {"role": "user", "content": r.text}]}).json()["choices"][0]["message"]["content"] for r in rag_run.test]
-    assert answers == rag_run.results["rag"].predictions
+    assert answers == rag_run.results[name].predictions
 
 
 def test_export_writes_rag_loras_adapter_and_refuses_rag(rag_run, tmp_path):
