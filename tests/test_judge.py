@@ -76,7 +76,7 @@ def test_a_judge_that_can_only_generate_has_its_answer_matched_to_one_grade():
 def test_a_judge_on_a_classification_task_or_an_unnamed_served_model_is_a_one_line_error():
     with pytest.raises(ValueError, match="generation task only"):
         TaskSpec(type="classification", judge="smollm2-135m")
-    with pytest.raises(ConfigError, match=r"^judge: .*no served model name after '#'"):
+    with pytest.raises(ConfigError, match=r"^judge \(--judge or the task file.s judge:\): .*no served model name"):
         check_judge(TaskSpec(type="generation", judge="http://127.0.0.1:9/v1"))
     check_judge(TaskSpec(type="generation", judge="smollm2-135m"))  # a local model: nothing to check
 

@@ -148,7 +148,7 @@ class TaskSpec(_Strict):
     @classmethod
     def _judge(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None and info.data.get("type") == "classification":
-            raise ValueError("grades generated answers: set it on a generation task only")
+            raise ValueError("grades generated answers (--judge): set it on a generation task only")
         return value
 
     @field_validator("labels")

@@ -190,7 +190,8 @@ def _check(folder: Path, saved: dict, model, tokenizer, device: str) -> Check:
     model = model.to(pick_device(device)).eval()
     lm = LanguageModel(FineTune._for_scoring(model, device), tokenizer, str(folder))
     system = system_turn(task, labels)
-    rests = _turns(folder, saved, records) if saved["spec"]["strategy"] == "rag_lora" else [input_turns(r) for r in records]
+    rag = saved["spec"]["strategy"] == "rag_lora"
+    rests = _turns(folder, saved, records) if rag else [input_turns(r) for r in records]
     answer = folder / ANSWER_FILE  # generation: as many new tokens as in the run
     scored = (lm.score_labels(system, rests, labels) if task.type == "classification"
               else lm.generate([system + rest for rest in rests],

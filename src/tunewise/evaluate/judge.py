@@ -35,7 +35,8 @@ def check_judge(task) -> None:
     try:
         check_prompt_models([task.judge], task.models)
     except ConfigError as exc:
-        raise ConfigError(f"judge: {str(exc).split(' (fix: ')[0]}", fix=exc.fix) from None
+        what = str(exc).split(" (fix: ")[0].replace("--prompt-model ", "")
+        raise ConfigError(f"judge (--judge or the task file's judge:): {what}", fix=exc.fix) from None
 
 
 def judge_turns(question: str, reference: str, answer: str) -> list[tuple[str, str]]:

@@ -278,7 +278,8 @@ def render_markdown(results: RunResults) -> str:
             + (f" · budget {_t(r.budget.name)}" if r.budget.name else "")
             + (f" · metric {C.primary_metric(r)}" if C.primary_metric(r) else "")
             + (f" · target {C.target(r):g}" if C.target(r) is not None else ""), ""]
-    sections = [_warnings, _verdict, _candidates, _retrieval, _comparisons, _test_scoring, _learning_curve, _overfitting, _forgetting,
+    sections = [_warnings, _verdict, _candidates, _retrieval, _comparisons, _test_scoring, _learning_curve,
+                _overfitting, _forgetting,
                 _freshness, _history, _judge, _compute, _cost,
                 _per_class, _profile, _settings]
     lines = head + [line for section in sections for line in section(r)]
