@@ -31,3 +31,4 @@ def test_generation_example_with_a_corpus_folder_runs_end_to_end(tmp_path, monke
     assert r["verdict"]["decision"]
     md = (tmp_path / "run" / "report.md").read_text()
     assert "Knowledge ageing (time split)" in md and "frozen corpus" in md
+    assert "## Retrieval recall@k" in md and "| rag | 2 |" in md  # the example's top_k

@@ -264,3 +264,18 @@ def test_partial_evidence_is_reported_not_crashed():
     assert "Not extrapolable: only 2 points succeeded" in html and "OOM at fraction 0.125" in html
     assert '<figure id="plot-learning-curve">' in html
     assert "Break-even: not measured in this run" in html and "INSUFFICIENT_EVIDENCE" in md
+
+
+def test_retrieval_recall_at_k_is_in_both_reports_with_its_k():
+    r = minimal_results()
+    r.candidates += [CandidateResult(name="rag", family="retrieval", strategy="rag", metrics={"accuracy": iv(0.6)},
+                                     settings={"top_k": 3}, retrieval_recall=iv(0.8, 0.1), retrieval_records=40),
+                     CandidateResult(name="rag_lora", family="retrieval", strategy="rag_lora",
+                                     metrics={"accuracy": iv(0.7)}, settings={"top_k": 3})]
+    md = render_markdown(r)
+    assert "## Retrieval recall@k" in md and "| rag | 3 | 0.800 [0.700, 0.900] | 40 |" in md
+    assert "Recall@k not measured for rag_lora: no test record names its source document" in md
+    html = render_html(r)
+    assert 'id="retrieval"' in html and "0.800 [0.700, 0.900]" in html and "top-k passages" in html
+    assert "not measured for rag_lora" in html
+    assert "Retrieval recall@k" not in render_markdown(minimal_results())  # no retrieval candidate: no section

@@ -70,7 +70,7 @@ def candidate_key(spec: CandidateSpec, settings: dict, data_key: str, task: Task
     served = model_config(spec.model, task.models)[1] if spec.model else None  # a models: entry or a server
     extra = [served.model_dump(exclude=NOT_IN_KEY)] if served and (served.is_http or spec.model in task.models) else []
     return make_key("candidate", __version__, spec.strategy, spec.model, settings, data_key,
-                    task.model_dump(exclude={"target", "constraints", "name", "models"}), caps, seed, *extra)
+                    task.model_dump(exclude={"target", "constraints", "name", "models", "judge"}), caps, seed, *extra)
 
 
 def score_predictions(task: TaskSpec, labels: list[str], predictions: list[str], test: list[Record],
@@ -254,6 +254,7 @@ class Contender:
             "predictions": predictions, "answers": self.result.answers, "test_records": n, "latency_samples": len(seconds), "latency_ms": latency,
             "retrieval_hits": self.result.retrieval_hits, "retrieval_recall": _recall(self.result.retrieval_hits,
                                                                                       self.ctx.budget.bootstrap, self.ctx.seed),
+            "retrieval_records": sum(h is not None for h in self.result.retrieval_hits) or None,
             "prompt_tokens_mean": self.token_sums[0] / n, "output_tokens_mean": self.token_sums[1] / n,
             "peak_memory_mb": self.result.peak_memory_mb or _peak_rss_mb()})
         self.store.put("candidate", self.key, self.result.model_dump(mode="json") | {

@@ -117,6 +117,9 @@ def run_cmd(data: Optional[Path] = DataArg, task: Optional[Path] = TaskOpt, demo
                                                    "few-shot, retrieved few-shot; repeatable): openai:gpt-4o-mini, "
                                                    "http://127.0.0.1:8000/v1#NAME, a `models:` key of the task file "
                                                    "or a local model"),
+            judge: Optional[str] = typer.Option(None, "--judge", help="generation: a model that grades every "
+                                                "candidate's answers against the references (named as for "
+                                                "--prompt-model); scores beside the task's metric"),
             full_ft: bool = typer.Option(False, "--full-ft", help="also run full fine-tuning (models under 500M)"),
             no_curve: bool = typer.Option(False, "--no-curve", help="skip the learning curve"),
             no_forgetting: bool = typer.Option(False, "--no-forgetting", help="skip the forgetting probe"),
@@ -137,7 +140,7 @@ def run_cmd(data: Optional[Path] = DataArg, task: Optional[Path] = TaskOpt, demo
 
     out = out or Path("tunewise-runs") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     req = _request(data, demo, task=task, test=test, skip_invalid=skip_invalid, model=model, budget=budget,
-                   target=target, candidates=parse_candidates(candidates), also_models=also_model,
+                   target=target, judge=judge, candidates=parse_candidates(candidates), also_models=also_model,
                    prompt_models=prompt_model, full_ft=full_ft, learning_curve=not no_curve,
                    forgetting=not no_forgetting, freshness=freshness, device=device, fail_on=fail_on,
                    allow_unseen_labels=allow_unseen_labels, seed=seed)

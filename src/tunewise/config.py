@@ -129,6 +129,8 @@ class TaskSpec(_Strict):
     constraints: Constraints = Field(default_factory=Constraints)
     models: dict[str, ModelConfig] = Field(default_factory=dict,
                                            description="models to prompt, by name (see --prompt-model)")
+    judge: str | None = Field(None, description="generation: a model that grades each answer against the "
+                              "reference (as --prompt-model names one); its scores go beside the task's metric")
 
     @field_validator("metric")
     @classmethod
@@ -140,6 +142,13 @@ class TaskSpec(_Strict):
             return "accuracy" if kind == "classification" else "rouge_l"
         if (kind == "classification") != (value in CLASSIFICATION_METRICS):
             raise ValueError(f"'{value}' does not fit a {kind} task")
+        return value
+
+    @field_validator("judge")
+    @classmethod
+    def _judge(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("type") == "classification":
+            raise ValueError("grades generated answers (--judge): set it on a generation task only")
         return value
 
     @field_validator("labels")

@@ -33,6 +33,7 @@ class RunRequest:
     model: str = DEFAULT_MODEL
     budget: str | Budget = "standard"  # a budget's name, or caps of one's own
     target: float | None = None  # overrides the task's target
+    judge: str | None = None  # overrides the task's judge model (generation)
     candidates: list[str] | None = None  # names or registered strategies; None: all that fit the task
     also_models: list[str] = field(default_factory=list)
     prompt_models: list[str] = field(default_factory=list)
@@ -51,6 +52,8 @@ def prepare_data(req: RunRequest, progress: Progress) -> Prepared:
     task_file, overrides = _task_source(req.task)
     if req.target is not None:
         overrides = (overrides or {}) | {"target": req.target}
+    if req.judge is not None:
+        overrides = (overrides or {}) | {"judge": req.judge}
     prep = prepare(str(req.data) if isinstance(req.data, Path) else req.data, demo=req.demo, task_file=task_file,
                    overrides=overrides, test_file=str(req.test) if isinstance(req.test, Path) else req.test,
                    skip_invalid=req.skip_invalid, seed=req.seed, model=req.model)
@@ -116,6 +119,7 @@ def run(req: RunRequest, out: Path, store_dir: Path, progress: Progress, write_r
     from tunewise.config import get_budget
     from tunewise.data.sufficiency import check_split
     from tunewise.flags import check_gate, check_run_flags
+    from tunewise.evaluate.judge import check_judge
     from tunewise.models.endpoint import check_prompt_models
     from tunewise.runner import RunOptions, run as run_stages
 
@@ -126,6 +130,7 @@ def run(req: RunRequest, out: Path, store_dir: Path, progress: Progress, write_r
     names = _candidate_names(req.candidates)
     prep = prepare_data(req, progress)
     check_prompt_models(req.prompt_models, prep.task.models)
+    check_judge(prep.task)
     check_gate(gate, prep.task.target)
     warnings = check_split(prep.task, prep.split, prep.source, allow_unseen_labels=req.allow_unseen_labels)
     for text in warnings:

@@ -84,6 +84,7 @@ class CandidateResult(BaseModel):
     predictions: list[str] = Field(default_factory=list, exclude=True)  # kept in the store, not the JSON
     answers: list[str] = Field(default_factory=list, exclude=True)  # generate-and-parse: raw answers (store only)
     retrieval_recall: Interval | None = None  # share of test records whose named source document was retrieved
+    retrieval_records: int | None = None  # test records naming their source document (recall@k is over these)
     retrieval_hits: list[bool | None] = Field(default_factory=list, exclude=True)  # per record (store only)
 
     def rank(self, metric: str) -> tuple[int, float]:
@@ -276,6 +277,26 @@ class HistoryAblation(BaseModel):
     test: str
 
 
+class JudgeScore(BaseModel):
+    candidate: str
+    score: Interval  # mean grade (evaluate/judge.py GRADES) over the records it was scored on
+    records: int
+    grades: dict[str, int]  # answers given each grade
+
+
+class JudgeResult(BaseModel):
+    """The optional judge model's grades of every candidate's answers (evaluate/judge.py)."""
+
+    model: str
+    method: str  # how the grade is scored: likelihood | chat_logprobs | generate
+    system: str  # the judge's prompt, shown in the report
+    prompt: str
+    grades: dict[str, float]
+    scores: list[JudgeScore]
+    answers_graded: int
+    seconds: float | None = None
+
+
 class Reason(BaseModel):
     criterion: str  # id from decide.criteria
     finding: str  # the sentence, citing numbers
@@ -377,6 +398,7 @@ class RunResults(BaseModel):
     forgetting: Forgetting | None = None
     freshness: Freshness | None = None
     history: HistoryAblation | None = None
+    judge: JudgeResult | None = None
     compute: list[ComputeEstimate] = Field(default_factory=list)
     cost: Cost | None = None
     verdict: Verdict | None = None

@@ -128,7 +128,10 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
         results.freshness = _time_split(prep, opts, specs, results, test, progress)
     if any(r.multi_turn for r in test):
         results.history = _history_ablation(prep, opts, specs, results, test, train, validation, data_key, progress)
-    clock.lap("freshness", then="cost_and_verdict")
+    clock.lap("freshness", then="judge" if task.judge else "cost_and_verdict")
+    if task.judge:
+        results.judge = _judge(task, opts, results, test, progress)
+        clock.lap("judge", then="cost_and_verdict")
     c = task.constraints
     import torch
 
@@ -186,6 +189,22 @@ def _history_ablation(prep, opts, specs, results, test, train, validation, data_
     labels = prep.labels if task.type == "classification" else None
     return ablation(best.name, metric, [best.predictions[i] for i in idx], [a.prediction for a in answers],
                     [test[i].output for i in idx], labels, opts.budget.bootstrap, opts.seed)
+
+
+def _judge(task, opts, results, test, progress):
+    """The judge model's grades of every candidate's answers (evaluate/judge.py), kept in the store."""
+    from tunewise.evaluate.judge import JUDGE_PROMPT, JUDGE_SYSTEM, judge_candidates
+    from tunewise.results import JudgeResult
+
+    scored = [c for c in results.candidates if c.status == "ok" and c.predictions]
+    progress.note(f"judge: {task.judge} grading the answers of {len(scored)} candidates")
+    served = task.models.get(task.judge)
+    key = make_key("judge", __version__, task.judge, served.model_dump() if served else None, JUDGE_SYSTEM,
+                   JUDGE_PROMPT, [(r.id, r.text, r.output) for r in test], [(c.name, c.predictions) for c in scored],
+                   opts.budget.bootstrap, opts.seed)
+    return JudgeResult.model_validate(opts.store.cached("judge", key, lambda: judge_candidates(
+        _task_pool(task, opts), task.judge, scored, test, opts.budget.bootstrap, opts.seed).model_dump(mode="json"),
+        on_wait=_waiting(progress, "judge")))
 
 
 def _time_split(prep, opts, specs, results, main_test, progress):

@@ -7,7 +7,8 @@ beside the candidate (candidates/<name>/saved/check.jsonl: the run's first test 
 predictions) with the run's prompt, and fails when the export scores worse than the run beyond noise
 (exact McNemar, p < 0.05) or agrees with the run's predictions on less than MIN_AGREEMENT of them:
 merged models have been seen to answer well in Python and much worse once converted to GGUF
-(LLaMA-Factory #6020).
+(LLaMA-Factory #6020). A `rag_lora` exports its adapter (or the merged model) alone: the check puts the
+passages its saved index retrieves in the prompts, as the run did; a `rag` candidate has no weights.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ FORMATS = ("adapter", "merged", "gguf")
 MIN_AGREEMENT = 0.9
 ALPHA = 0.05
 CONVERTER = "convert_hf_to_gguf.py"
+LORAS = ("lora", "rag_lora")  # saved with an adapter/ folder
 
 
 class ExportCheckFailed(TunewiseError):
@@ -65,10 +67,12 @@ def export(run_dir: Path, name: str | None, fmt: str, out: Path, device: str = "
     _, name, folder = choose_candidate(run_dir, name)
     saved = json.loads((folder / "candidate.json").read_text())
     strategy = saved["spec"]["strategy"]
-    if saved["family"] != "finetune":
-        raise ConfigError(f"--candidate '{name}' ({saved['family']}) has no trained weights to export",
-                          fix="choose a fine-tuned candidate (lora, full_ft), or serve this one with `tunewise serve`")
-    if fmt == "adapter" and strategy != "lora":
+    if saved["family"] != "finetune" and strategy not in LORAS:
+        why = " (the base model prompted with retrieved passages)" if saved["family"] == "retrieval" else ""
+        raise ConfigError(f"--candidate '{name}' ({saved['family']}) has no trained weights to export{why}",
+                          fix="choose a fine-tuned candidate (lora, full_ft, rag_lora), or serve this one with "
+                              "`tunewise serve`")
+    if fmt == "adapter" and strategy not in LORAS:
         raise ConfigError(f"--format adapter: '{name}' is fully fine-tuned, not a LoRA", fix="use --format merged")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -93,6 +97,8 @@ def export(run_dir: Path, name: str | None, fmt: str, out: Path, device: str = "
         model, tokenizer = _load_folder(out, device, gguf_file=gguf.name)
     check = _check(folder, saved, model, tokenizer, device)
     report = f"export {fmt} of '{name}' to {out}: {check}"
+    if strategy == "rag_lora":  # the weights alone do not retrieve: say where the index is
+        report += f" (checked with the passages of the index saved in {folder}, which the export does not hold)"
     if not check.passed:
         raise ExportCheckFailed(f"export check failed: {report}",
                                 fix="do not deploy this export; try --format merged or adapter")
@@ -129,7 +135,7 @@ def _load_folder(folder: Path, device: str, gguf_file: str | None = None):
 
 def _write_merged(folder: Path, strategy: str, base: str, out: Path) -> None:
     """LoRA merged into the base in fp32 (the full fine-tune is copied): a plain transformers folder."""
-    if strategy != "lora":
+    if strategy not in LORAS:
         shutil.copytree(folder / "model", out, dirs_exist_ok=True)
         return
     from peft import PeftModel
@@ -170,7 +176,7 @@ def _check(folder: Path, saved: dict, model, tokenizer, device: str) -> Check:
     from tunewise.evaluate.stats import metric_value
     from tunewise.models.lm import LanguageModel
     from tunewise.models.load import pick_device
-    from tunewise.strategies.finetune import FineTune
+    from tunewise.strategies.finetune import ANSWER_FILE, FineTune
     from tunewise.strategies.prompts import input_turns, system_turn
     from tunewise.strategies.saved import read_check
 
@@ -184,9 +190,12 @@ def _check(folder: Path, saved: dict, model, tokenizer, device: str) -> Check:
     model = model.to(pick_device(device)).eval()
     lm = LanguageModel(FineTune._for_scoring(model, device), tokenizer, str(folder))
     system = system_turn(task, labels)
-    rests = [input_turns(r) for r in records]
+    rag = saved["spec"]["strategy"] == "rag_lora"
+    rests = _turns(folder, saved, records) if rag else [input_turns(r) for r in records]
+    answer = folder / ANSWER_FILE  # generation: as many new tokens as in the run
     scored = (lm.score_labels(system, rests, labels) if task.type == "classification"
-              else lm.generate([system + rest for rest in rests]))
+              else lm.generate([system + rest for rest in rests],
+                               json.loads(answer.read_text())["max_new_tokens"] if answer.is_file() else 64))
     exported = [s.prediction for s in scored]
     refs = [r.output for r in records]
     metric = task.primary_metric
@@ -196,3 +205,13 @@ def _check(folder: Path, saved: dict, model, tokenizer, device: str) -> Check:
                  export_value=metric_value(metric, exported, refs, classes),
                  agreement=sum(a == b for a, b in zip(exported, run_predictions)) / len(records),
                  p_value=test.get("p_value"))
+
+
+def _turns(folder: Path, saved: dict, records) -> list:
+    """rag_lora's prompts: each record with the passages its saved index retrieves, as in the run."""
+    from tunewise.strategies.base import CandidateSpec, build
+
+    strategy = build(CandidateSpec.model_validate(saved["spec"]))
+    strategy.load_index(folder)
+    strategy.retrieve(records)
+    return [strategy.turns(r) for r in records]

@@ -89,6 +89,15 @@ def bootstrap_ci(metric: str, predictions: list[str], references: list[str], lab
     return {"value": value, "ci_low": lo, "ci_high": hi}
 
 
+def mean_ci(values: list[float], n_resamples: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict:
+    """The mean of per-item scores with its seeded percentile bootstrap interval (as `bootstrap_ci`)."""
+    s = np.asarray(values, dtype=float)
+    value = float(s.mean())
+    samples = np.concatenate([s[idx].mean(axis=1) for idx in _index_chunks(len(s), n_resamples, seed)])
+    lo, hi = _interval(value, samples, alpha)
+    return {"value": value, "ci_low": lo, "ci_high": hi}
+
+
 def joint_resamples(metric: str, predictions: list[list[str]], references: list[str],
                     labels: list[str] | None = None, n_resamples: int = 1000, seed: int = 0) -> np.ndarray:
     """(n_resamples, systems): every system's metric on the same bootstrap resamples of the test items.

@@ -169,3 +169,21 @@ def scoring_summary(s) -> str:
     records = ", ".join(f"{name} {n}" for name, n in s.records.items())
     return (f"Scored in {len(s.looks)} of {len(s.planned)} planned looks ({', '.join(map(str, s.planned))} records); "
             f"stopped: {s.stop}. Test records per candidate: {records}.")
+
+
+RECALL_NOTE = ("share of the test records that name their source document (the task's `source_field`) whose "
+               "document was among the top-k passages put in the prompt")
+
+
+def retrieval_rows(results: RunResults) -> list[tuple[str, object, Interval, int | None]]:
+    """(candidate, k, recall@k with its interval, records naming a source) per retrieval candidate measured."""
+    return [(c.name, c.settings.get("top_k"), c.retrieval_recall, c.retrieval_records)
+            for c in results.candidates if c.family == "retrieval" and c.status == "ok" and c.retrieval_recall]
+
+
+def recall_unmeasured(results: RunResults) -> str | None:
+    """Why recall@k is absent for the retrieval candidates that lack it, or None."""
+    names = [c.name for c in results.candidates
+             if c.family == "retrieval" and c.status == "ok" and c.retrieval_recall is None]
+    return (f"Recall@k not measured for {', '.join(names)}: no test record names its source document (set "
+            "`source_field` in the task file)") if names else None

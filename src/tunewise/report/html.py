@@ -91,4 +91,7 @@ def render_html(results: RunResults) -> str:
         task_name=results.task.name or "task",
         not_measured=C.NOT_MEASURED,
         scoring_summary=C.scoring_summary,
+        retrieval=C.retrieval_rows(results),
+        recall_unmeasured=C.recall_unmeasured(results),
+        recall_note=C.RECALL_NOTE,
     )

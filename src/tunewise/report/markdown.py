@@ -84,6 +84,17 @@ def _candidates(r: RunResults) -> list[str]:
     return out + _table(head, rows)
 
 
+def _retrieval(r: RunResults) -> list[str]:
+    rows, unmeasured = C.retrieval_rows(r), C.recall_unmeasured(r)
+    if not rows and not unmeasured:
+        return []
+    out = ["## Retrieval recall@k", "", f"Recall@k: {C.RECALL_NOTE}.", ""]
+    if rows:
+        out += _table(["candidate", "k", "recall@k [95% CI]", "records naming a source"],
+                      [[name, C.fmt_any(k), C.fmt_iv(iv), C.fmt_any(n)] for name, k, iv, n in rows])
+    return out + ([_t(unmeasured) + ".", ""] if unmeasured else [])
+
+
 def _comparisons(r: RunResults) -> list[str]:
     out = ["## Paired comparisons", ""]
     if not r.comparisons:
@@ -180,6 +191,22 @@ def _history(r: RunResults) -> list[str]:
         [[C.fmt_iv(h.whole_history), C.fmt_iv(h.last_turn), C.fmt_signed_iv(h.gap)]])
 
 
+def _judge(r: RunResults) -> list[str]:
+    j = r.judge
+    if j is None:
+        return []
+    grades = ", ".join(f"{g} {v:g}" for g, v in j.grades.items())
+    out = ["## Judge model", "",
+           f"Every candidate's answers graded by {_code(j.model)} ({_t(j.method)}; {j.answers_graded} distinct "
+           f"answers): the grade it scores highest among {_t(grades)}, averaged per candidate. The verdict uses "
+           f"the task's metric ({_t(r.metric)}); these scores stand beside it.", ""]
+    out += _table(["candidate", "judge score [95% CI]", "records", "grades given"],
+                  [[s.candidate, C.fmt_iv(s.score), C.fmt_any(s.records),
+                    ", ".join(f"{g} {n}" for g, n in s.grades.items())] for s in j.scores])
+    return out + ["The judge's prompt (system turn, then the user turn per answer):", ""] + _block(
+        f"{j.system}\n\n{j.prompt}") + [""]
+
+
 def _compute(r: RunResults) -> list[str]:
     out = ["## Compute", ""]
     if not r.compute:
@@ -251,8 +278,9 @@ def render_markdown(results: RunResults) -> str:
             + (f" · budget {_t(r.budget.name)}" if r.budget.name else "")
             + (f" · metric {C.primary_metric(r)}" if C.primary_metric(r) else "")
             + (f" · target {C.target(r):g}" if C.target(r) is not None else ""), ""]
-    sections = [_warnings, _verdict, _candidates, _comparisons, _test_scoring, _learning_curve, _overfitting, _forgetting,
-                _freshness, _history, _compute, _cost,
+    sections = [_warnings, _verdict, _candidates, _retrieval, _comparisons, _test_scoring, _learning_curve,
+                _overfitting, _forgetting,
+                _freshness, _history, _judge, _compute, _cost,
                 _per_class, _profile, _settings]
     lines = head + [line for section in sections for line in section(r)]
     return "\n".join(lines).rstrip() + "\n"

@@ -29,6 +29,7 @@ from tunewise.strategies.prompts import input_turns, system_turn
 
 FULL_FT_MAX_PARAMS = 500_000_000
 FACTS = "facts.json"  # beside the adapter kept in the store: what training measured
+ANSWER_FILE = "answer.json"  # beside the saved weights: new tokens per generated answer
 
 
 class FineTune:
@@ -98,6 +99,7 @@ class FineTune:
         model, tokenizer = load_model(self.model_name, device=ctx.device, dtype="float32")
         params = count_params(model)[0]
         self.system = system_turn(ctx.task, ctx.labels)
+        self.max_new_tokens = answer_tokens([r.output for r in ctx.train] or ["x" * 112])  # as prompting gets
         stratified = ctx.task.type == "classification"
         if self.adapter is not None:
             return self._load_adapter(ctx, model, tokenizer, params)
@@ -175,11 +177,14 @@ class FineTune:
         """The trained weights (the LoRA adapter, or the whole model for full fine-tuning), with the
         tokenizer; the base model is named in the adapter's config and in candidate.json."""
         shutil.copytree(self.artifact, folder / self.weights_dir, ignore=shutil.ignore_patterns("curve"))
+        (folder / ANSWER_FILE).write_text(json.dumps({"max_new_tokens": self.max_new_tokens}))
 
     def load(self, ctx: Context, folder: Path) -> None:
         from tunewise.models.load import load_model
 
         self.system = system_turn(ctx.task, ctx.labels)
+        answer = folder / ANSWER_FILE  # generation: the run's answer length cap (older saves: none)
+        self.max_new_tokens = json.loads(answer.read_text())["max_new_tokens"] if answer.is_file() else 64
         weights = folder / self.weights_dir
         if self.method == "full":
             model, tokenizer = load_model(str(weights), device=ctx.device, dtype="float32")
@@ -212,9 +217,8 @@ class FineTune:
 
     def predict_many(self, ctx: Context, records: list[Record]) -> list[Scored]:
         rests = [self.turns(r) for r in records]
-        if not records or ctx.task.type == "generation":  # as many new tokens as prompting gets
-            return self.lm.generate([self.system + rest for rest in rests],
-                                    answer_tokens([r.output for r in ctx.train] or ["x" * 112]))
+        if not records or ctx.task.type == "generation":
+            return self.lm.generate([self.system + rest for rest in rests], self.max_new_tokens)
         return self.lm.score_labels(self.system, rests, ctx.labels)
 
 

@@ -139,12 +139,14 @@ class PromptStrategy:
     def save(self, folder: Path) -> None:
         """The prompt, how labels are scored and the calibration choice (and the examples: subclasses)."""
         (folder / PROMPT_FILE).write_text(json.dumps(
-            {"system": self.system, "method": self.method, "calibrate": self.calibrate, "k": self.k}, indent=1))
+            {"system": self.system, "method": self.method, "calibrate": self.calibrate, "k": self.k,
+             "max_new_tokens": self.max_new_tokens}, indent=1))
 
     def load(self, ctx: Context, folder: Path) -> None:
         saved = json.loads((folder / PROMPT_FILE).read_text())
         self.system = [tuple(m) for m in saved["system"]]
         self.method, self.calibrate, self.k = saved["method"], saved["calibrate"], saved["k"]
+        self.max_new_tokens = saved.get("max_new_tokens")  # generation: the run's answer length cap
         self.backend = ctx.models.backend(self.model_name)
         self._prior = {}
 
