@@ -118,8 +118,26 @@ def test_options_never_separated_are_scored_until_the_split_is_exhausted(tmp_pat
 def test_the_time_cap_stops_before_a_look_that_would_exceed_it(tmp_path):
     budget = BUDGETS["quick"].model_copy(update={"test_first": 50, "scoring_seconds": 0.0})
     _, scoring = run(tmp_path, [("coin", "coin_for_test"), ("twin", "twin_for_test")], budget)
-    assert scoring.stop.startswith("time cap") and len(scoring.looks) == 1
+    assert scoring.stop.startswith("time cap") and [lk.final for lk in scoring.looks] == [False, True]
     assert scoring.records["coin"] == 50
+
+
+def test_a_time_cap_after_the_first_look_spends_the_alpha_left_on_the_records_scored(tmp_path):
+    budget = BUDGETS["quick"].model_copy(update={"test_first": 50, "scoring_seconds": 0.0})
+    results, scoring = run(tmp_path, [("oracle", "oracle_for_test"), ("coin", "coin_for_test")], budget)
+    first, final = scoring.looks
+    assert first.n == final.n == 50 and first.open == ["coin"] and not first.final  # 3e-8 separates nothing
+    assert final.final and final.alpha == pytest.approx(0.05 - first.alpha)
+    assert final.dropped == ["coin"] and final.floor_separated
+    assert scoring.stop.startswith("time cap") and "alpha left" in scoring.stop
+    comparisons = compare(results, TEST, "accuracy", TASK.labels, 500, 0, [(lk.n, lk.alpha) for lk in scoring.looks])
+    vs_coin = next(c for c in comparisons if {c.a, c.b} == {"oracle", "coin"})
+    assert vs_coin.n == 50 and vs_coin.alpha == pytest.approx(final.alpha) and vs_coin.significant
+
+
+def test_no_final_look_when_the_last_look_already_spent_the_alpha(tmp_path):
+    _, scoring = run(tmp_path, [("coin", "coin_for_test"), ("twin", "twin_for_test")])
+    assert not any(lk.final for lk in scoring.looks)  # exhausted: the last planned look spent it all
 
 
 def test_a_round_killed_midway_resumes_without_rescoring_finished_records(tmp_path, monkeypatch):

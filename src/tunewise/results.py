@@ -122,6 +122,7 @@ class Look(BaseModel):
     dropped: list[str] = Field(default_factory=list)  # separated from the leader: scored no further
     open: list[str] = Field(default_factory=list)  # not yet separated from the leader
     floor_separated: bool | None = None  # leader vs the majority floor (None: no floor)
+    final: bool = False  # the time cap ended scoring: these records re-tested with the alpha left
 
 
 class AdaptiveScoring(BaseModel):

@@ -104,7 +104,8 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
             e.measured_seconds = c.train_seconds
     _refresh_calibration(results, opts, cal_key, progress)
     metric = task.primary_metric
-    looks = list(zip(results.test_scoring.planned, results.test_scoring.alphas))
+    scoring = results.test_scoring
+    looks = [(lk.n, lk.alpha) for lk in scoring.looks] or list(zip(scoring.planned, scoring.alphas))
     results.comparisons = compare(results.candidates, test, metric, prep.labels if classification else None,
                                   budget.bootstrap, seed, looks)
 

@@ -11,7 +11,9 @@ O'Brien-Fleming-type function alpha(t) = 2 - 2 Phi(z_{1-alpha/2} / sqrt(t)), t =
 test split size, and look k tests at the increment alpha(t_k) - alpha(t_{k-1}). By the union bound
 the chance of any false separation over all looks stays below alpha (conservative: early looks
 spend almost nothing, the last look keeps most of the 5%). The paired tests (`paired_test`) stay
-valid at the tiny thresholds of early looks.
+valid at the tiny thresholds of early looks. When the time cap (fixed before any result) ends scoring
+before the last planned look, the records scored are the final analysis: one more test on them at the
+alpha left, 5% minus what the looks spent (bakeoff._final_look).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from tunewise.evaluate.stats import _index_chunks, _statistic, mcnemar
 
 ALPHA = 0.05
 METHOD = ("group-sequential: looks at fixed sizes (doubling), alpha spent by the O'Brien-Fleming-type "
-          "Lan-DeMets function, paired tests (exact McNemar for accuracy) at each look's share")
+          "Lan-DeMets function, paired tests (exact McNemar for accuracy) at each look's share; a run "
+          "ended by the time cap spends the alpha left on the records scored")
 
 
 def look_sizes(first: int, total: int) -> list[int]:

@@ -167,7 +167,7 @@ def curve_fit_text(fit: dict[str, float] | None) -> str:
 def scoring_summary(s) -> str:
     """One sentence on adaptive test scoring: where it stopped and why, and records per candidate."""
     records = ", ".join(f"{name} {n}" for name, n in s.records.items())
-    return (f"Scored in {len(s.looks)} of {len(s.planned)} planned looks ({', '.join(map(str, s.planned))} records); "
+    return (f"Scored in {sum(not lk.final for lk in s.looks)} of {len(s.planned)} planned looks ({', '.join(map(str, s.planned))} records); "
             f"stopped: {s.stop}. Test records per candidate: {records}.")
 
 

@@ -110,7 +110,7 @@ def _test_scoring(r: RunResults) -> list[str]:
     if s is None:
         return out + _absent("adaptive test scoring")
     out += [_t(C.scoring_summary(s)), "", f"Method: {_t(s.method)}.", ""]
-    rows = [[i + 1, lk.n, f"{lk.alpha:.2g}", lk.leader, ", ".join(lk.dropped) or "—", ", ".join(lk.open) or "—",
+    rows = [[f"{i + 1} (final)" if lk.final else i + 1, lk.n, f"{lk.alpha:.2g}", lk.leader, ", ".join(lk.dropped) or "—", ", ".join(lk.open) or "—",
              C.fmt_any(lk.floor_separated)] for i, lk in enumerate(s.looks)]
     return out + _table(["look", "records", "level", "leader", "separated (stopped)", "not yet separated",
                          "leader above the floor"], rows)
