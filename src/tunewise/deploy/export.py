@@ -160,9 +160,8 @@ def find_converter(given: Path | None = None) -> Path:
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
         raise ConfigError(f"--format gguf needs llama.cpp's {CONVERTER}, not found",
-                          fix="git clone https://github.com/ggml-org/llama.cpp, pip install -r "
-                              "llama.cpp/requirements/requirements-convert_hf_to_gguf.txt and set LLAMA_CPP_DIR "
-                              "(or pass --converter PATH)")
+                          fix="git clone https://github.com/ggml-org/llama.cpp, pip install 'tunewise[gguf]' "
+                              "(its Python needs) and set LLAMA_CPP_DIR to that folder (or pass --converter PATH)")
     return found
 
 
@@ -171,7 +170,9 @@ def _convert(converter: Path, merged: Path, gguf: Path) -> None:
                           capture_output=True, text=True)
     if done.returncode != 0 or not gguf.is_file():
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise TunewiseError(f"{converter.name} failed (exit {done.returncode}): {tail[0]}")
+        raise TunewiseError(f"{converter.name} failed (exit {done.returncode}): {tail[0]}",
+                            fix=f"it runs with tunewise's Python ({sys.executable}): pip install 'tunewise[gguf]' "
+                                "there, or what the error names")
 
 
 def _check(folder: Path, saved: dict, model, tokenizer, device: str) -> Check:
