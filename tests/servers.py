@@ -6,6 +6,7 @@
   tunewise's cached label scoring.
 - CannedServer: answers every chat request at once with the same reply (client and transport cost).
 - TransformersServe: a `transformers serve` process serving a local model folder.
+- TunewiseServe: a `tunewise serve` process serving a run's candidate.
 """
 
 from __future__ import annotations
@@ -162,6 +163,45 @@ class TransformersServe:
         self.proc.terminate()
         try:
             self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class TunewiseServe:
+    """`tunewise serve RUN_DIR --candidate NAME` as a user runs it, on a free port of 127.0.0.1; `url` once
+    /health answers; stopped (terminated, then killed) on exit."""
+
+    def __init__(self, run_dir: Path, candidate: str, log: Path, startup_s: float = 180):
+        self.run_dir, self.candidate, self.log, self.startup_s = run_dir, candidate, log, startup_s
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> "TunewiseServe":
+        cmd = [sys.executable, "-m", "tunewise.cli", "serve", str(self.run_dir), "--candidate", self.candidate,
+               "--port", str(self.port)]
+        src = str(Path(__file__).resolve().parents[1] / "src")
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                         env=os.environ | {"PYTHONPATH": src, "HF_HUB_OFFLINE": "1"})
+        deadline = time.monotonic() + self.startup_s
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"tunewise serve exited ({self.proc.returncode}): {self.log.read_text()[-2000:]}")
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2)
+                return self
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.__exit__()
+                    raise RuntimeError(f"tunewise serve not up after {self.startup_s:.0f} s: "
+                                       f"{self.log.read_text()[-2000:]}") from None
+                time.sleep(0.5)
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()

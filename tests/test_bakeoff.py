@@ -186,6 +186,25 @@ def test_calibration_is_chosen_on_validation(tmp_path, truth, calibrated):
     assert s.predict(ctx, TEST[0]).prediction == ("neg" if calibrated else "positive")
 
 
+@pytest.mark.parametrize("setting", [False, True])
+def test_a_models_calibrate_setting_fixes_calibration(tmp_path, setting):
+    """`models: {fake: {calibrate: ...}}` in the task file: no choice on validation (which would turn it on
+    here); off is what a served fine-tuned model needs to answer as it was trained and scored."""
+    from tunewise.config import ModelConfig
+
+    pool = FakePool()
+    pool.fake, pool.models = PriorLM(), {"fake": ModelConfig(calibrate=setting)}
+    validation = [rec(200 + i, f"validation {i}", "neg") for i in range(6)]
+    ctx = Context(task=TASK, labels=TASK.labels, train=TRAIN, validation=validation, budget=BUDGETS["quick"],
+                  seed=0, work_dir=tmp_path, models=pool)
+    s = build(CandidateSpec(name="zero_shot", strategy="zero_shot", model="fake"))
+    facts = s.fit(ctx)
+    assert s.calibrate is setting
+    assert facts.notes[-1] == (f"contextual calibration {'on' if setting else 'off'}: set by model 'fake' "
+                               f"(calibrate: {str(setting).lower()})")
+    assert s.predict(ctx, TEST[0]).prediction == ("neg" if setting else "positive")
+
+
 def test_registered_strategies_are_selectable_without_editing_the_line_up():
     from tunewise.bakeoff import default_candidates
     from tunewise.runner import _select

@@ -201,7 +201,9 @@ def serve_cmd(run_dir: Path = RunDirArg, candidate: Optional[str] = CandidateOpt
 def export_cmd(run_dir: Path = RunDirArg, candidate: Optional[str] = CandidateOpt,
                fmt: str = typer.Option(..., "--format", help="adapter | merged | gguf"),
                out: Path = typer.Option(..., "--out", help="folder to write the exported model into"),
-               device: Device = typer.Option(Device.auto, "--device", help="auto | cpu | cuda (the check's scoring)")):
+               device: Device = typer.Option(Device.auto, "--device", help="auto | cpu | cuda (the check's scoring)"),
+               converter: Optional[Path] = typer.Option(None, "--converter", help="llama.cpp's convert_hf_to_gguf.py "
+                                                        "for --format gguf (default: in $LLAMA_CPP_DIR or on PATH)")):
     """Export a run's fine-tuned candidate (adapter, merged transformers folder or GGUF), then check it:
     the exported model re-scores the run's test sample; the export fails (exit 1) if it scores worse beyond
     noise or reproduces fewer than 90% of the run's predictions."""
@@ -210,7 +212,7 @@ def export_cmd(run_dir: Path = RunDirArg, candidate: Optional[str] = CandidateOp
 
     writable_folder(out, "--out")
     say = lambda text: console.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
-    say(export(run_dir, candidate, fmt, out, device.value, say=say))
+    say(export(run_dir, candidate, fmt, out, device.value, say=say, converter=converter))
 
 
 @app.command("advise")

@@ -78,6 +78,10 @@ class ModelConfig(_Strict):
     tokenizer: str | None = Field(None, description="local model (alias/folder) whose chat template and "
                                   "tokenizer build prompts for likelihood scoring over /v1/completions; "
                                   "default: the served name when it is a local model, else plain 'Role: text'")
+    calibrate: bool | None = Field(None, description="contextual calibration of the prompting candidates on "
+                                   "this model: true or false (e.g. false for a served fine-tuned model, which "
+                                   "answers as trained); absent: each strategy's default (zero-shot and few-shot "
+                                   "choose on the validation slice)")
     timeout_s: float = Field(60.0, gt=0, description="seconds before a request times out (then retried)")
     max_retries: int = Field(4, ge=0, le=20, description="retries after 429/5xx/timeouts/connection errors")
 

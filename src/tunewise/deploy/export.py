@@ -57,13 +57,17 @@ class Check:
                 f"{self.run_value:.3f} in the run{p}; {self.agreement:.0%} of the run's predictions reproduced")
 
 
-def export(run_dir: Path, name: str | None, fmt: str, out: Path, device: str = "auto", say=print) -> str:
-    """Write the export into `out`, check it, and return the one-paragraph report."""
+def export(run_dir: Path, name: str | None, fmt: str, out: Path, device: str = "auto", say=print,
+           converter: Path | None = None) -> str:
+    """Write the export into `out`, check it, and return the one-paragraph report. `converter`: llama.cpp's
+    convert_hf_to_gguf.py for gguf (default: found in $LLAMA_CPP_DIR or on PATH)."""
     from tunewise.deploy.run_folder import choose_candidate
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format '{fmt}': unknown", fix=f"use one of {', '.join(FORMATS)}")
-    converter = _converter() if fmt == "gguf" else None  # missing: fail before any work
+    if converter is not None and fmt != "gguf":
+        raise ConfigError(f"--converter: only used with --format gguf, not {fmt}", fix="leave --converter out")
+    converter = find_converter(converter) if fmt == "gguf" else None  # missing: fail before any work
     _, name, folder = choose_candidate(run_dir, name)
     saved = json.loads((folder / "candidate.json").read_text())
     strategy = saved["spec"]["strategy"]
@@ -148,16 +152,22 @@ def _write_merged(folder: Path, strategy: str, base: str, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def _converter() -> Path:
-    """llama.cpp's converter: $LLAMA_CPP_DIR/convert_hf_to_gguf.py or on PATH."""
+def find_converter(given: Path | None = None) -> Path:
+    """llama.cpp's converter: --converter, else $LLAMA_CPP_DIR/convert_hf_to_gguf.py, else on PATH. It is
+    run with tunewise's Python and imports the `gguf-py` and `conversion` folders beside it, so a llama.cpp
+    checkout (or the vendor/llama.cpp folder of the llama-cpp-python sdist) is what to point at."""
+    if given is not None:
+        if not Path(given).is_file():
+            raise ConfigError(f"--converter {given}: no such file", fix=f"pass the path of llama.cpp's {CONVERTER}")
+        return Path(given)
     candidates = [Path(os.environ["LLAMA_CPP_DIR"]) / CONVERTER] if os.environ.get("LLAMA_CPP_DIR") else []
     on_path = shutil.which(CONVERTER)
     candidates += [Path(on_path)] if on_path else []
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
         raise ConfigError(f"--format gguf needs llama.cpp's {CONVERTER}, not found",
-                          fix="git clone https://github.com/ggml-org/llama.cpp, pip install -r "
-                              "llama.cpp/requirements/requirements-convert_hf_to_gguf.txt and set LLAMA_CPP_DIR")
+                          fix="git clone https://github.com/ggml-org/llama.cpp, pip install 'tunewise[gguf]' "
+                              "(its Python needs) and set LLAMA_CPP_DIR to that folder (or pass --converter PATH)")
     return found
 
 
@@ -166,7 +176,9 @@ def _convert(converter: Path, merged: Path, gguf: Path) -> None:
                           capture_output=True, text=True)
     if done.returncode != 0 or not gguf.is_file():
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise TunewiseError(f"{converter.name} failed (exit {done.returncode}): {tail[0]}")
+        raise TunewiseError(f"{converter.name} failed (exit {done.returncode}): {tail[0]}",
+                            fix=f"it runs with tunewise's Python ({sys.executable}): pip install 'tunewise[gguf]' "
+                                "there, or what the error names")
 
 
 def _check(folder: Path, saved: dict, model, tokenizer, device: str) -> Check:

@@ -9,7 +9,8 @@ With `calibrate` (likelihood only) the label scores are corrected by the scores 
 model gives a content-free input ("N/A"), which removes its prior for some labels
 (contextual calibration, Zhao et al. 2021). Calibration equalises the label prior, which helps a
 model that favours a wrong label and hurts on skewed data, so by default (`calibrate: auto`) it is
-used only when it scores better on the validation slice carved from train; the choice is noted.
+used only when it scores better on the validation slice carved from train; the choice is noted. A
+model's `calibrate:` setting (task file `models:`) fixes it instead, e.g. off for a served fine-tuned model.
 """
 
 from __future__ import annotations
@@ -79,6 +80,11 @@ class PromptStrategy:
         self.prepare(ctx)
         self._prior: dict[tuple, list[float]] = {}
         notes = [self._method_note(ctx)] if ctx.task.type == "classification" else []
+        short, cfg = ctx.models.config(self.model_name)
+        if ctx.task.type == "classification" and cfg.calibrate is not None and "calibrate" not in self.spec.options:
+            self.calibration_mode = self.calibrate = cfg.calibrate  # the model's `calibrate:` setting
+            notes.append(f"contextual calibration {'on' if cfg.calibrate else 'off'}: set by model '{short}' "
+                         f"(calibrate: {str(cfg.calibrate).lower()})")
         if self.method != "likelihood" and self.calibrate and self.calibration_mode != "auto":
             raise ConfigError(f"candidate '{self.spec.name}': calibrate needs full label log-likelihoods, and "
                               f"this model is scored by {self.method}", fix="set calibrate: auto or false")
