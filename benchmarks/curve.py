@@ -1,6 +1,11 @@
 """Learning-curve benchmark: points from one warmup-stable-decay pass against separately trained points.
 
-    python benchmarks/curve.py [--test-limit 0] [--out benchmarks/results]
+    python benchmarks/curve.py [--test-limit 0] [--out benchmarks/results] [--separate-cache FILE]
+                               [--decay-share S] [--decay-shape linear|1-sqrt] [--learning-rate LR]
+
+The WSD settings default to the LoRA candidate's; the flags try other ones. The separately trained
+points do not depend on them: `--separate-cache FILE` keeps their predictions in FILE when it is
+missing and reads them from it when present (made for the same test records and fractions).
 
 On the drug-review demo with the quick budget's training settings (all 540 training reviews after
 the validation carve, 1 epoch, LoRA in the top half of the layers, max 192 tokens) it trains
@@ -88,15 +93,32 @@ def separate(demo: Demo, fractions: list[float], work: Path) -> list[dict]:
     return points
 
 
-def one_pass(demo: Demo, fractions: list[float], work: Path) -> tuple[list[dict], dict]:
+def separate_cached(demo: Demo, fractions: list[float], work: Path, cache: Path | None) -> tuple[list[dict], float]:
+    """The separate points and their wall time, from `cache` when it holds them for these test records
+    (or more: a cache made on all test records serves a --test-limit run)."""
+    if cache is not None and cache.is_file():
+        saved = json.loads(cache.read_text())
+        if saved["refs"][:len(demo.refs)] != demo.refs or saved["fractions"] != fractions:
+            raise SystemExit(f"{cache}: made for other test records or fractions; delete it or pass another file")
+        return [p | {"predictions": p["predictions"][:len(demo.refs)]} for p in saved["points"]], saved["seconds"]
+    started = time.perf_counter()
+    points = separate(demo, fractions, work)
+    seconds = time.perf_counter() - started
+    if cache is not None:
+        cache.write_text(json.dumps({"refs": demo.refs, "fractions": fractions, "points": points, "seconds": seconds}))
+    return points, seconds
+
+
+def one_pass(demo: Demo, fractions: list[float], work: Path, wsd: dict) -> tuple[list[dict], dict]:
     """One WSD pass in nested order; the branches give the points below 1, the pass the point at 1."""
     records, sizes = nested_order(demo.train, fractions, seed=0, stratified=True)
     model, tok = load_model(MODEL, dtype="float32")
-    cfg = demo.config(schedule="wsd", nested_sizes=sizes)
+    cfg = demo.config(schedule="wsd", nested_sizes=sizes, **wsd)
     result = train(model, tok, demo.examples(records), demo.examples(demo.val), cfg, work / "one-pass",
                    progress=False)
     run = {"steps": result.steps, "branch_steps": result.branch_steps, "seconds": result.seconds,
-           "branch_seconds": result.branch_seconds, "decay_share": cfg.decay_share}
+           "branch_seconds": result.branch_seconds, "decay_share": cfg.decay_share, "decay_shape": cfg.decay_shape,
+           "learning_rate": cfg.lr()}
     params = dict(result.model.named_parameters())
     final = {name: params[name].detach().clone() for name in next(iter(result.branches.values()))}
     points = []
@@ -114,21 +136,28 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--test-limit", type=int, default=0, help="test reviews to score (0: all 379)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--separate-cache", type=Path, help="JSON file keeping the separate points' predictions")
+    ap.add_argument("--decay-share", type=float, help="WSD: share of each run's steps spent decaying")
+    ap.add_argument("--decay-shape", choices=["linear", "1-sqrt"], help="WSD: how the rate decays")
+    ap.add_argument("--learning-rate", type=float, help="WSD pass: peak learning rate")
     args = ap.parse_args()
+    wsd = {k: v for k, v in {"decay_share": args.decay_share, "decay_shape": args.decay_shape,
+                             "learning_rate": args.learning_rate}.items() if v is not None}
     args.out.mkdir(parents=True, exist_ok=True)
     work = args.out / "curve-work"
     fractions = list(QUICK.curve_fractions)
     demo = Demo(args.test_limit)
+    from_cache = bool(args.separate_cache and args.separate_cache.is_file())
+    sep, sep_seconds = separate_cached(demo, fractions, work, args.separate_cache)
     started = time.perf_counter()
-    sep = separate(demo, fractions, work)
-    sep_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    one, run = one_pass(demo, fractions, work)
+    one, run = one_pass(demo, fractions, work, wsd)
     one_seconds = time.perf_counter() - started
 
     full_steps = sep[-1]["steps"]  # one full training
     report = {"machine": {"cpus": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
                           "load_1min": os.getloadavg()[0]},
+              "command": "python benchmarks/curve.py " + " ".join(os.sys.argv[1:]),
+              "separate_from_cache": from_cache,
               "train_records": len(demo.train), "test_records": len(demo.refs), "fractions": fractions,
               "one_pass": run,
               "cost_separate": sum(p["steps"] for p in sep) / full_steps,
