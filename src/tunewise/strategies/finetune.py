@@ -4,9 +4,9 @@ The fine-tuned model is asked with the same system turn as zero-shot and scored 
 likelihood, so the comparison isolates what training adds. Loss is on the answer tokens only;
 a validation slice carved from train drives early stopping; the artifact is saved in the run folder.
 
-LoRA trains with a warmup-stable-decay schedule on train in nested order (the budget's learning-curve
-subsets first), and saves a decay branch per subset next to its adapter (`branch_dir`): the learning
-curve scores those instead of training each point again. A candidate with the `adapter` option is
+With the option `schedule: wsd`, LoRA trains with a warmup-stable-decay schedule on train in nested
+order (the budget's learning-curve subsets first), and saves a decay branch per subset next to its
+adapter (`branch_dir`): the learning curve scores those instead of training each point again. A candidate with the `adapter` option is
 such a saved LoRA, loaded and scored without training.
 """
 
