@@ -1,6 +1,12 @@
 """Learning-curve benchmark: points from one warmup-stable-decay pass against separately trained points.
 
-    python benchmarks/curve.py [--test-limit 0] [--out benchmarks/results]
+    python benchmarks/curve.py [--test-limit 0] [--out benchmarks/results] [--cache DIR]
+                               [--decay-share S] [--decay-shape linear|1-sqrt] [--learning-rate LR]
+
+The WSD settings default to the LoRA candidate's; the flags try other ones. `--cache DIR` keeps
+each curve's predictions in DIR (separate.json; one-pass-SETTINGS.json per WSD setting) and reads
+them from there when present, so that trying settings trains the separate points once; a cache made
+on all test records serves a --test-limit run. The results say which curves came from the cache.
 
 On the drug-review demo with the quick budget's training settings (all 540 training reviews after
 the validation carve, 1 epoch, LoRA in the top half of the layers, max 192 tokens) it trains
@@ -88,15 +94,33 @@ def separate(demo: Demo, fractions: list[float], work: Path) -> list[dict]:
     return points
 
 
-def one_pass(demo: Demo, fractions: list[float], work: Path) -> tuple[list[dict], dict]:
+def cached(path: Path | None, demo: Demo, fractions: list[float], compute) -> tuple[list[dict], dict, bool]:
+    """`compute()` -> (points, info), kept in `path` (when given) with the test records and fractions
+    it was made for; read back when present. Returns the points, the info and whether they were read."""
+    if path is not None and path.is_file():
+        saved = json.loads(path.read_text())
+        if saved["refs"][:len(demo.refs)] != demo.refs or saved["fractions"] != fractions:
+            raise SystemExit(f"{path}: made for other test records or fractions; delete it or pass another --cache")
+        return [p | {"predictions": p["predictions"][:len(demo.refs)]} for p in saved["points"]], saved["info"], True
+    started = time.perf_counter()
+    points, info = compute()
+    info = info | {"wall_seconds": time.perf_counter() - started}
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"refs": demo.refs, "fractions": fractions, "points": points, "info": info}))
+    return points, info, False
+
+
+def one_pass(demo: Demo, fractions: list[float], work: Path, wsd: dict) -> tuple[list[dict], dict]:
     """One WSD pass in nested order; the branches give the points below 1, the pass the point at 1."""
     records, sizes = nested_order(demo.train, fractions, seed=0, stratified=True)
     model, tok = load_model(MODEL, dtype="float32")
-    cfg = demo.config(schedule="wsd", nested_sizes=sizes)
+    cfg = demo.config(schedule="wsd", nested_sizes=sizes, **wsd)
     result = train(model, tok, demo.examples(records), demo.examples(demo.val), cfg, work / "one-pass",
                    progress=False)
     run = {"steps": result.steps, "branch_steps": result.branch_steps, "seconds": result.seconds,
-           "branch_seconds": result.branch_seconds, "decay_share": cfg.decay_share}
+           "branch_seconds": result.branch_seconds, "decay_share": cfg.decay_share, "decay_shape": cfg.decay_shape,
+           "learning_rate": cfg.lr()}
     params = dict(result.model.named_parameters())
     final = {name: params[name].detach().clone() for name in next(iter(result.branches.values()))}
     points = []
@@ -114,26 +138,34 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--test-limit", type=int, default=0, help="test reviews to score (0: all 379)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--cache", type=Path, help="folder keeping each curve's predictions (see above)")
+    ap.add_argument("--decay-share", type=float, help="WSD: share of each run's steps spent decaying")
+    ap.add_argument("--decay-shape", choices=["linear", "1-sqrt"], help="WSD: how the rate decays")
+    ap.add_argument("--learning-rate", type=float, help="WSD pass: peak learning rate")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     work = args.out / "curve-work"
     fractions = list(QUICK.curve_fractions)
     demo = Demo(args.test_limit)
-    started = time.perf_counter()
-    sep = separate(demo, fractions, work)
-    sep_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    one, run = one_pass(demo, fractions, work)
-    one_seconds = time.perf_counter() - started
+    wsd = demo.config(**{k: v for k, v in {"decay_share": args.decay_share, "decay_shape": args.decay_shape,
+                                           "learning_rate": args.learning_rate}.items() if v is not None})
+    wsd = {"decay_share": wsd.decay_share, "decay_shape": wsd.decay_shape, "learning_rate": wsd.lr()}
+    key = "-".join(f"{v:g}" if isinstance(v, float) else v for v in wsd.values())
+    sep, sep_info, sep_cached = cached(args.cache and args.cache / "separate.json", demo, fractions,
+                                       lambda: (separate(demo, fractions, work), {}))
+    one, run, one_cached = cached(args.cache and args.cache / f"one-pass-{key}.json", demo, fractions,
+                                  lambda: one_pass(demo, fractions, work, wsd))
 
     full_steps = sep[-1]["steps"]  # one full training
     report = {"machine": {"cpus": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
                           "load_1min": os.getloadavg()[0]},
+              "command": "python benchmarks/curve.py " + " ".join(os.sys.argv[1:]),
+              "from_cache": {"separate": sep_cached, "one_pass": one_cached},
               "train_records": len(demo.train), "test_records": len(demo.refs), "fractions": fractions,
               "one_pass": run,
               "cost_separate": sum(p["steps"] for p in sep) / full_steps,
               "cost_one_pass": (run["steps"] + run["branch_steps"]) / full_steps,
-              "seconds_separate": sep_seconds, "seconds_one_pass": one_seconds, "points": []}
+              "seconds_separate": sep_info["wall_seconds"], "seconds_one_pass": run["wall_seconds"], "points": []}
     for a, b in zip(sep, one, strict=True):
         acc_a = bootstrap_ci("accuracy", a["predictions"], demo.refs, demo.task.labels, 1000, 0)
         acc_b = bootstrap_ci("accuracy", b["predictions"], demo.refs, demo.task.labels, 1000, 0)
@@ -163,11 +195,19 @@ def markdown(r: dict) -> str:
         f"{r['machine']['load_1min']:.1f} at the end.", "",
         "| fraction | n | separate (linear schedule) | one pass (WSD branch) | one pass - separate (paired) | "
         "within each other's interval |", "|---|---|---|---|---|---|", *rows, "",
+        f"One pass: peak learning rate {run['learning_rate']:g}, {run['decay_shape']} decay over the last "
+        f"{run['decay_share']:.0%} of the run and of each subset's steps (its decay branch).", "",
         f"Cost in optimizer steps over one full training's: separate {r['cost_separate']:.3f} trainings, one pass "
-        f"{r['cost_one_pass']:.3f} ({run['steps']} steps + {run['branch_steps']} in decay branches of "
-        f"{run['decay_share']:.0%} of each subset's steps). Target: <= 1.3.", "",
+        f"{r['cost_one_pass']:.3f} ({run['steps']} steps + {run['branch_steps']} in decay branches). Target: <= 1.3.",
+        "",
         f"Wall time, training and scoring: separate {r['seconds_separate']:.0f} s, one pass {r['seconds_one_pass']:.0f} s "
-        f"(its training {run['seconds']:.0f} s, of which branches {run['branch_seconds']:.0f} s).", ""])
+        f"(its training {run['seconds']:.0f} s, of which branches {run['branch_seconds']:.0f} s), each measured when "
+        f"computed{cache_note(r['from_cache'])}.", "", f"Command: `{r['command']}`", ""])
+
+
+def cache_note(from_cache: dict) -> str:
+    read = [name.replace("_", " ") for name, hit in from_cache.items() if hit]
+    return f"; read from the cache this run: {', '.join(read)}" if read else ""
 
 
 if __name__ == "__main__":

@@ -372,3 +372,22 @@ def test_batched_generation_answers_like_one_at_a_time(lm):
     for conv, b in zip(convs, batched):
         one = lm.generate_one(conv, 12)
         assert (b.prediction, b.prompt_tokens, b.output_tokens) == (one.prediction, one.prompt_tokens, one.output_tokens)
+
+
+def test_lora_trains_with_wsd_and_curve_branches_on_one_epoch_budgets(tmp_path):
+    """One epoch (quick): WSD with a decay branch per curve subset (benchmarks/results/curve.md);
+    more epochs, `schedule: linear`, a curve point or full fine-tuning: no branches."""
+    import dataclasses
+
+    quick = ctx_for(tmp_path)
+    lora = build(CandidateSpec(name="lora", strategy="lora"))
+    assert lora.config(quick).schedule == "wsd" and lora.curve_fractions(quick) == [0.125, 0.25, 0.5]
+    linear = build(CandidateSpec(name="lora", strategy="lora", options={"schedule": "linear"}))
+    assert linear.config(quick).schedule == "linear"
+    two_epochs = build(CandidateSpec(name="lora", strategy="lora", options={"epochs": 2}))
+    assert two_epochs.config(quick).schedule == "linear"
+    standard = dataclasses.replace(quick, budget=BUDGETS["standard"])
+    assert lora.config(standard).schedule == "linear"
+    point = build(CandidateSpec(name="lora@0.5", strategy="lora", options={"fraction": 0.5}))
+    assert point.curve_fractions(quick) == []
+    assert build(CandidateSpec(name="full_ft", strategy="full_ft")).config(quick).schedule == "linear"

@@ -67,8 +67,9 @@ def test_evidence_and_verdict_are_in_the_results(first_run):
     html = (folder / "run1" / "report.html").read_text()
     assert results["verdict"]["decision"] in html and "plot-learning-curve" in html
     assert (folder / "run1" / "candidates" / "lora" / "adapter" / "adapter_config.json").is_file()
-    # by default the curve's points below 1 are trained on their own (the WSD branches are opt-in)
-    assert not (folder / "run1" / "candidates" / "lora" / "curve").exists()
+    # quick trains one epoch: the curve's points below 1 are the LoRA run's decay branches
+    for p in curve["points"][:-1]:
+        assert (folder / "run1" / "candidates" / "lora" / "curve" / f"n{p['n']}" / "adapter_config.json").is_file()
     assert {f"lora@{p['fraction']:g}" for p in curve["points"][:-1]} <= {
         d.name for d in (folder / "run1" / "curve").iterdir()}
 

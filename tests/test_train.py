@@ -396,6 +396,19 @@ def test_wsd_schedule_holds_the_peak_then_decays():
     assert branches([10, 20, 40], [3, 6, 16], 0.2, epochs=2)[-1] == Branch(40, 13, 16)
 
 
+def test_one_minus_sqrt_decay_falls_faster_and_ends_where_linear_ends():
+    from tunewise.models.training.schedule import Branch, branches, lr_factor
+
+    f = [lr_factor(s, total=10, warmup=2, schedule="wsd", decay_share=0.4, decay_shape="1-sqrt") for s in range(10)]
+    assert f[:7] == [0.0, 0.5, 1, 1, 1, 1, 1.0]
+    assert f[7:] == pytest.approx([1 - 0.25 ** 0.5, 1 - 0.5 ** 0.5, 1 - 0.75 ** 0.5])
+    linear = [lr_factor(s, total=10, warmup=2, schedule="wsd", decay_share=0.4) for s in range(10)]
+    assert all(a < b for a, b in zip(f[7:], linear[7:]))  # lower all through the decay
+    branch = branches([10, 20], [4, 8], 0.5, epochs=1, shape="1-sqrt")[0]
+    assert branch == Branch(10, 2, 4, "1-sqrt")
+    assert [branch.factor(s, 0.8) for s in (2, 3)] == pytest.approx([0.8, 0.8 * (1 - 0.5 ** 0.5)])
+
+
 def test_a_decay_branch_is_the_run_on_its_subset_and_leaves_the_main_run_alone(base, tmp_path, monkeypatch):
     """The branch for the first 16 examples equals a WSD run on those 16 alone; the main run ends
     exactly as it would without branches."""

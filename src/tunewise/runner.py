@@ -351,8 +351,8 @@ def _skipped(estimate, strategy: str):
 def _learning_curve(lora, prep, opts, train, validation, test, data_key, progress):
     """Points at the budget's nested fractions of train, all scored on the same test items. By default
     each point below 1 is a LoRA trained on its subset like the candidate, and the whole-set point is
-    the candidate itself. A LoRA trained with `schedule: wsd` saved a decay branch per subset: those are
-    scored instead of training again (experimental: see the closing note of issue 12)."""
+    the candidate itself. A LoRA trained with `schedule: wsd` (the default on one-epoch budgets) saved a
+    decay branch per subset: those are scored instead of training again (benchmarks/curve.py)."""
     from tunewise.strategies.finetune import branch_dir
 
     metric, seed = prep.task.primary_metric, opts.seed

@@ -81,8 +81,11 @@ class TrainConfig(BaseModel):
     schedule: Literal["linear", "wsd"] = Field(
         "linear", description="after the warm-up: linear decay to the end, or wsd (warmup-stable-decay): the "
         "peak rate, then linear decay over the last decay_share of the steps")
-    decay_share: float = Field(0.2, gt=0.0, le=1.0, description="wsd and decay branches: share of the steps "
-                               "spent decaying")
+    decay_share: float = Field(0.3, gt=0.0, le=1.0, description="wsd and decay branches: share of the steps "
+                               "spent decaying (0.3: the demo's one-pass curve agreed with separate trainings, "
+                               "benchmarks/results/curve.md)")
+    decay_shape: Literal["linear", "1-sqrt"] = Field(
+        "linear", description="wsd and decay branches: how the rate falls to the end of a decay")
     nested_sizes: list[int] = Field(
         default_factory=list, description="learning curve: cumulative sizes of nested subsets of the training "
         "examples as given (the first n_1 are the smallest subset, ...; the last is all of them). The first "
@@ -161,7 +164,7 @@ def train(model, tokenizer, train: list[Example], val: list[Example], cfg: Train
     steps_per_epoch = -(-len(first_epoch) // world)
     total_steps = steps_per_epoch * cfg.epochs
     sched = scheduler(optimizer, total=total_steps, warmup_ratio=cfg.warmup_ratio, schedule=cfg.schedule,
-                      decay_share=cfg.decay_share)
+                      decay_share=cfg.decay_share, decay_shape=cfg.decay_shape)
 
     def epoch_batches(epoch: int) -> list[list[int]]:
         return first_epoch if epoch == 0 else length_grouped_batches(lengths, cfg.batch_size, cfg.seed * 1000 + epoch)
@@ -209,7 +212,8 @@ def train(model, tokenizer, train: list[Example], val: list[Example], cfg: Train
               lr_factor=sched.lr_lambdas[0], params=params, trainable=weights, train_items=train_items,
               val_items=val_items, pad_id=pad_id, epoch_batches=epoch_batches, loader=loader,
               steps_per_epoch=steps_per_epoch,
-              branches=branches(cfg.nested_sizes, covered, cfg.decay_share, cfg.epochs) if cfg.nested_sizes else [],
+              branches=(branches(cfg.nested_sizes, covered, cfg.decay_share, cfg.epochs, cfg.decay_shape)
+                        if cfg.nested_sizes else []),
               save=save)
     bar = _ProgressBar(total_steps, cfg.epochs, world, state.step) if progress and main else None
     try:
