@@ -128,9 +128,50 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class TransformersServe:
+class _ServerProcess:
+    """A server subprocess on a free port of 127.0.0.1, up once /health answers, stopped (terminated,
+    then killed) on exit. Subclasses give the command line and the environment."""
+
+    name, poll_s, stop_s = "server", 1.0, 20
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def env(self) -> dict:
+        return dict(os.environ)
+
+    def __enter__(self):
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True, env=self.env())
+        deadline = time.monotonic() + self.startup_s
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}): {self.log.read_text()[-2000:]}")
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2)
+                return self
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.__exit__()
+                    raise RuntimeError(f"{self.name} not up after {self.startup_s:.0f} s: "
+                                       f"{self.log.read_text()[-2000:]}") from None
+                time.sleep(self.poll_s)
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=self.stop_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class TransformersServe(_ServerProcess):
     """`transformers serve FOLDER` on 127.0.0.1 with the local candidate's numerics (dtype, eager attention
     on CPU), so greedy answers can agree token for token; `url` once /health answers."""
+
+    name = "transformers serve"
 
     def __init__(self, folder: str, log: Path, dtype: str, startup_s: float = 180, threads: int | None = None):
         self.folder, self.log, self.dtype, self.startup_s, self.threads = folder, log, dtype, startup_s, threads
@@ -138,73 +179,31 @@ class TransformersServe:
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.binary = Path(sys.executable).with_name("transformers")
 
-    def __enter__(self) -> "TransformersServe":
-        cmd = [str(self.binary), "serve", self.folder, "--host", "127.0.0.1", "--port", str(self.port),
-               "--dtype", self.dtype, "--attn-implementation", "eager", "--device", "cpu"]
-        with open(self.log, "w") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                         env=os.environ | {"HF_HUB_OFFLINE": "1"}
-                                         | ({"OMP_NUM_THREADS": str(self.threads)} if self.threads else {}))
-        deadline = time.monotonic() + self.startup_s
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"transformers serve exited ({self.proc.returncode}): {self.log.read_text()[-2000:]}")
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2)
-                return self
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.__exit__()
-                    raise RuntimeError(f"transformers serve not up after {self.startup_s:.0f} s: "
-                                       f"{self.log.read_text()[-2000:]}") from None
-                time.sleep(1)
+    def command(self) -> list[str]:
+        return [str(self.binary), "serve", self.folder, "--host", "127.0.0.1", "--port", str(self.port),
+                "--dtype", self.dtype, "--attn-implementation", "eager", "--device", "cpu"]
 
-    def __exit__(self, *exc) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+    def env(self) -> dict:
+        return os.environ | {"HF_HUB_OFFLINE": "1"} | ({"OMP_NUM_THREADS": str(self.threads)} if self.threads else {})
 
 
-class TunewiseServe:
+class TunewiseServe(_ServerProcess):
     """`tunewise serve RUN_DIR --candidate NAME` as a user runs it, on a free port of 127.0.0.1; `url` once
     /health answers; stopped (terminated, then killed) on exit."""
+
+    name, poll_s, stop_s = "tunewise serve", 0.5, 30
 
     def __init__(self, run_dir: Path, candidate: str, log: Path, startup_s: float = 180):
         self.run_dir, self.candidate, self.log, self.startup_s = run_dir, candidate, log, startup_s
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
 
-    def __enter__(self) -> "TunewiseServe":
-        cmd = [sys.executable, "-m", "tunewise.cli", "serve", str(self.run_dir), "--candidate", self.candidate,
-               "--port", str(self.port)]
-        src = str(Path(__file__).resolve().parents[1] / "src")
-        with open(self.log, "w") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                         env=os.environ | {"PYTHONPATH": src, "HF_HUB_OFFLINE": "1"})
-        deadline = time.monotonic() + self.startup_s
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"tunewise serve exited ({self.proc.returncode}): {self.log.read_text()[-2000:]}")
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2)
-                return self
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.__exit__()
-                    raise RuntimeError(f"tunewise serve not up after {self.startup_s:.0f} s: "
-                                       f"{self.log.read_text()[-2000:]}") from None
-                time.sleep(0.5)
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "tunewise.cli", "serve", str(self.run_dir), "--candidate", self.candidate,
+                "--port", str(self.port)]
 
-    def __exit__(self, *exc) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+    def env(self) -> dict:
+        return os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "HF_HUB_OFFLINE": "1"}
 
 
 class AppServer:

@@ -128,6 +128,18 @@ class WithCorpus:
         if self.retriever.index.note:
             ctx.notes.append(f"{self.spec.name}: {self.retriever.index.note}")
 
+    # Cooperative: WithCorpus comes first in both strategies' bases, so super() is the prompt or LoRA base.
+    def settings(self) -> dict:
+        return super().settings() | self.corpus_settings
+
+    def save(self, folder: Path) -> None:
+        super().save(folder)
+        self.save_index(folder)
+
+    def load(self, ctx: Context, folder: Path) -> None:
+        super().load(ctx, folder)
+        self.load_index(folder)
+
     def save_index(self, folder: Path) -> None:
         """The index as retrieval used it: chunks, their embeddings, and the corpus settings with its hash."""
         lines = [json.dumps(asdict(c), ensure_ascii=False) + "\n" for c in self.retriever.chunks]
@@ -177,19 +189,8 @@ class Rag(WithCorpus, PromptStrategy):
         PromptStrategy.__init__(self, self.read_corpus(spec))
         self.spec = spec
 
-    def settings(self) -> dict:
-        return super().settings() | self.corpus_settings
-
     def prepare(self, ctx: Context) -> None:
         self.build_index(ctx)
-
-    def save(self, folder: Path) -> None:
-        super().save(folder)
-        self.save_index(folder)
-
-    def load(self, ctx: Context, folder: Path) -> None:
-        super().load(ctx, folder)
-        self.load_index(folder)
 
     def _predict_many(self, ctx: Context, records: list[Record], calibrate: bool):
         self.retrieve(records)
@@ -209,9 +210,6 @@ class RagLoRA(WithCorpus, FineTune):
         FineTune.__init__(self, self.read_corpus(spec))
         self.spec = spec
 
-    def settings(self) -> dict:
-        return super().settings() | self.corpus_settings
-
     def config(self, ctx: Context):
         cfg = super().config(ctx)
         return cfg if "max_length" in self.options else cfg.model_copy(
@@ -220,14 +218,6 @@ class RagLoRA(WithCorpus, FineTune):
     def fit(self, ctx: Context) -> FitFacts:
         self.build_index(ctx)
         return super().fit(ctx)
-
-    def save(self, folder: Path) -> None:
-        super().save(folder)
-        self.save_index(folder)
-
-    def load(self, ctx: Context, folder: Path) -> None:
-        super().load(ctx, folder)
-        self.load_index(folder)
 
     def examples(self, lm, records: list[Record], system):
         self.retrieve(records)
