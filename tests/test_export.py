@@ -82,6 +82,7 @@ def test_an_export_that_does_not_reproduce_the_run_fails(tiny_run, tmp_path):
 
 def test_export_errors_are_one_line(tiny_run, tmp_path, monkeypatch):
     monkeypatch.delenv("LLAMA_CPP_DIR", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no converter on PATH either, whatever this machine has
     gguf = export(tiny_run.run_dir, "--format", "gguf", "--out", tmp_path / "g")
     assert gguf.exit_code == 2 and "convert_hf_to_gguf.py" in gguf.output and "LLAMA_CPP_DIR" in gguf.output
     missing = export(tiny_run.run_dir, "--format", "gguf", "--out", tmp_path / "g", "--converter", tmp_path / "no.py")

@@ -1,8 +1,9 @@
 """Learning-rate schedules, and where the learning curve's decay branches leave the run.
 
 - linear: warm-up, then linear decay to the end (transformers' linear schedule).
-- wsd (warmup-stable-decay): warm-up, the peak rate, then linear decay over the last `decay_share`
-  of the steps. A run at the peak rate can be stopped at any step with a short decay of its own and
+- wsd (warmup-stable-decay): warm-up, the peak rate, then a decay over the last `decay_share` of
+  the steps, linear or `1-sqrt` (`decay_shape`; Hägele et al. found 1-sqrt better, linear is the one
+  measured here: benchmarks/results/curve.md). A run at the peak rate can be stopped at any step with a short decay of its own and
   gives a model comparable to one trained to that step with its own schedule (MiniCPM; Hägele et
   al. 2024, "Scaling laws and compute-optimal training beyond fixed training durations"). That is
   what the decay branches use: with nested subsets in the first epoch, the branch for subset k
