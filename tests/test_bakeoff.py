@@ -391,3 +391,5 @@ def test_lora_trains_with_wsd_and_curve_branches_on_one_epoch_budgets(tmp_path):
     point = build(CandidateSpec(name="lora@0.5", strategy="lora", options={"fraction": 0.5}))
     assert point.curve_fractions(quick) == []
     assert build(CandidateSpec(name="full_ft", strategy="full_ft")).config(quick).schedule == "linear"
+    free_text = dataclasses.replace(quick, task=TaskSpec(name="g", type="generation"))
+    assert lora.config(free_text).schedule == "linear"  # measured to hurt on free text
