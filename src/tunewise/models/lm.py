@@ -246,17 +246,10 @@ class LanguageModel:
         return out
 
     # -- generation and perplexity ---------------------------------------------------------
-    @torch.inference_mode()
     def generate_one(self, messages: Messages, max_new_tokens: int = 64) -> Scored:
-        """Greedy decoding; stops at end of turn, end of sequence or max_new_tokens."""
-        start = time.perf_counter()
-        ids = self.encode(self.render(messages, add_generation_prompt=True))
-        stop = self._stop_ids()
-        out = self.model.generate(torch.tensor([ids], device=self.device), max_new_tokens=max_new_tokens,
-                                  do_sample=False, eos_token_id=stop, pad_token_id=self.tokenizer.pad_token_id)
-        new = out[0, len(ids):].tolist()
-        text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
-        return Scored(text, time.perf_counter() - start, len(ids), len(new))
+        """Greedy decoding of one answer (a batch of one: no padding); stops at end of turn, end of
+        sequence or max_new_tokens."""
+        return self.generate([messages], max_new_tokens)[0]
 
     @torch.inference_mode()
     def perplexity(self, texts: list[str], max_tokens: int = 256) -> float:
