@@ -10,7 +10,7 @@ from tunewise.bakeoff import compare, run_bakeoff
 from tunewise.config import BUDGETS, TaskSpec
 from tunewise.data.records import Record
 from tunewise.models.backend import Capabilities, Scored
-from tunewise.models.lm import LanguageModel
+from tunewise.models.lm import LabelTrie, LanguageModel
 from tunewise.store import Store
 from tunewise.strategies import CandidateSpec, Context, ModelPool, build, register
 from tunewise.errors import ConfigError
@@ -74,6 +74,44 @@ def test_labels_sharing_leading_tokens_share_trie_positions_and_score_like_a_ful
                                                       abs=2e-3)
 
 
+INTENTS = ["card_arrival", "card_delivery_estimate", "card_linking", "card_payment_fee_charged",
+           "cash_withdrawal_charge", "cash_withdrawal_not_recognised", "exchange_rate", "exchange_via_app",
+           "top_up_failed", "top_up_reverted", "transfer_timing", "wrong_amount_of_cash_received"]
+
+
+@pytest.mark.parametrize("calibrated", [False, True])
+def test_best_label_search_picks_the_label_scoring_every_label_picks(lm, calibrated):
+    import tunewise.models.lm as lm_module
+
+    assert len(LabelTrie(lm.label_ids(INTENTS)).tokens) > lm_module.SEARCH_ABOVE  # the search is used
+    shared = [("system", "Which banking intent is this? One of: " + ", ".join(INTENTS))]
+    rests = [[("user", t)] for t in ("My card has not come yet", "Why was I charged for taking out cash?",
+                                     "The top up did not work", "How long does a transfer take?")]
+    prior = lm.classify(shared, [("user", "N/A")], INTENTS).label_logprobs if calibrated else None
+    full = lm.classify_many(shared, rests, INTENTS)
+    searched = lm.classify_many(shared, rests, INTENTS, prior=prior, full=False)
+    for every, found in zip(full, searched):
+        scores = [lp - (prior[j] if prior else 0.0) for j, lp in enumerate(every.label_logprobs)]
+        assert found.label_logprobs is None  # only the best label was asked for
+        assert scores[INTENTS.index(found.prediction)] == pytest.approx(max(scores), abs=1e-4)
+
+
+def test_best_label_search_skips_labels_that_cannot_win(lm, monkeypatch):
+    """A confident model (here: told the answer) puts its mass on one first token: only the labels
+    starting with it are scored, the others are bounded out by their first token."""
+    import tunewise.models.lm as lm_module
+
+    scored_labels = []
+    original = lm_module.LanguageModel._trie_scores
+    monkeypatch.setattr(lm_module.LanguageModel, "_trie_scores",
+                        lambda self, cache, visible, first, ids: scored_labels.append(len(ids))
+                        or original(self, cache, visible, first, ids))
+    shared = [("system", "Repeat the intent the user names, exactly.")]
+    found = lm.classify_many(shared, [[("user", "The intent is exchange_rate")]], INTENTS, full=False)[0]
+    assert found.prediction == "exchange_rate"
+    assert sum(scored_labels) < len(INTENTS) / 2
+
+
 def test_shared_prefix_cache_is_reused_without_changing_scores(lm):
     shared = [("system", "Classify the text."), ("user", "great stuff"), ("assistant", "positive")]
     labels = ["negative", "positive"]
@@ -113,8 +151,12 @@ class RecordingLM:
     def capabilities(self):
         return Capabilities(prompt_logprobs=True, chat_logprobs=False, trainable=False)
 
-    def score_labels(self, shared, rests, labels, method="likelihood"):
-        return [self.classify(shared, rest, labels) for rest in rests]
+    def score_labels(self, shared, rests, labels, method="likelihood", prior=None, full=True):
+        out = [self.classify(shared, rest, labels) for rest in rests]
+        for s in out if prior is not None else []:  # the best label after calibration, as the protocol says
+            shifted = [lp - p for lp, p in zip(s.label_logprobs, prior)]
+            s.prediction = labels[shifted.index(max(shifted))]
+        return out
 
     def classify(self, shared, rest, labels):
         self.prompts.append(list(shared) + list(rest))

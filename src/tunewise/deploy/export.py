@@ -205,7 +205,7 @@ def _check(folder: Path, saved: dict, model, tokenizer, device: str) -> Check:
     rag = saved["spec"]["strategy"] == "rag_lora"
     rests = _turns(folder, saved, records) if rag else [input_turns(r) for r in records]
     answer = folder / ANSWER_FILE  # generation: as many new tokens as in the run
-    scored = (lm.score_labels(system, rests, labels) if task.type == "classification"
+    scored = (lm.score_labels(system, rests, labels, full=False) if task.type == "classification"
               else lm.generate([system + rest for rest in rests],
                                json.loads(answer.read_text())["max_new_tokens"] if answer.is_file() else 64))
     exported = [s.prediction for s in scored]

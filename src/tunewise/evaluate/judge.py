@@ -62,7 +62,7 @@ def grade(backend, method: str, items: list[tuple[str, str, str]]) -> list[str]:
 
         answers = backend.generate([system + t for t in turns], answer_tokens(grades))
         return [parse_label(a.prediction, grades) or UNGRADED for a in answers]
-    scored = backend.score_labels(system, turns, grades, method)
+    scored = backend.score_labels(system, turns, grades, method, full=False)
     return [s.prediction if s.prediction in GRADES else UNGRADED for s in scored]
 
 

@@ -66,11 +66,14 @@ class Backend(Protocol):
         """What this backend can do (an HTTP backend asks its server once and remembers)."""
 
     def score_labels(self, shared: Messages, rests: list[Messages], labels: list[str],
-                     method: ScoringMethod = "likelihood") -> list[Scored]:
-        """For each rest: every label's log-probability as the answer to shared + rest, and the best label.
+                     method: ScoringMethod = "likelihood", *, prior: list[float] | None = None,
+                     full: bool = True) -> list[Scored]:
+        """For each rest: every label's log-probability as the answer to shared + rest, and the best label:
+        the one with the highest log-probability minus `prior` (contextual calibration) when given.
 
         `shared` is the prompt prefix common to all rests (system turn, static examples): backends
-        may reuse work on it."""
+        may reuse work on it. With `full` False only the best label is wanted: a backend may skip
+        labels that cannot win, and then leaves `label_logprobs` None."""
 
     def generate(self, conversations: list[Messages], max_new_tokens: int) -> list[Scored]:
         """Greedy answer text to each conversation (never sampled, so answers can be cached)."""

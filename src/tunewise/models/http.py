@@ -86,30 +86,34 @@ class HttpBackend:
 
     # -- label scoring ---------------------------------------------------------------------
     def score_labels(self, shared: Messages, rests: list[Messages], labels: list[str],
-                     method: str = "likelihood") -> list[Scored]:
+                     method: str = "likelihood", *, prior: list[float] | None = None,
+                     full: bool = True) -> list[Scored]:
+        """Every label is scored (a server prices the labels of one prompt together), whatever `full` says."""
         if method == "likelihood":
-            return self._likelihood(shared, rests, labels)
+            return self._likelihood(shared, rests, labels, prior)
         if method == "chat_logprobs":
             bodies = [self._chat_body(shared + rest, answer_tokens(labels)) | {"logprobs": True,
                                                                                 "top_logprobs": TOP_LOGPROBS}
                       for rest in rests]
             replies = self.endpoint.send_all([("chat", b) for b in bodies])
-            return [_pick(labels, chat_label_scores(_chat_logprobs(r), labels), r) for r in replies]
+            return [_pick(labels, chat_label_scores(_chat_logprobs(r), labels), r, prior) for r in replies]
         raise ValueError(f"unknown label scoring method {method!r}")
 
-    def _likelihood(self, shared: Messages, rests: list[Messages], labels: list[str]) -> list[Scored]:
+    def _likelihood(self, shared: Messages, rests: list[Messages], labels: list[str],
+                    prior: list[float] | None) -> list[Scored]:
         if self.format.tokenizer is not None:  # token ids: exactly the tokens the local model scores
             label_ids = self.format.label_ids(labels)
             prompts = [sum(self.format.split_prompt(shared, rest), []) for rest in rests]
             jobs = [self._echo_body([p + lab for lab in label_ids]) for p in prompts]
             spans = [[(len(p), len(p) + len(lab)) for lab in label_ids] for p in prompts]
             replies = self.endpoint.send_all([("completions", b) for b in jobs])
-            return [_pick(labels, _sum_positions(r, s), r) for r, s in zip(replies, spans)]
+            return [_pick(labels, _sum_positions(r, s), r, prior) for r, s in zip(replies, spans)]
         texts = [self.format.render(shared + rest, add_generation_prompt=True) for rest in rests]
         answers = [self.format.answer(label) for label in labels]
         jobs = [self._echo_body([t + a for a in answers]) for t in texts]
         replies = self.endpoint.send_all([("completions", b) for b in jobs])
-        return [_pick(labels, _sum_chars(r, len(t), [len(a) for a in answers]), r) for r, t in zip(replies, texts)]
+        return [_pick(labels, _sum_chars(r, len(t), [len(a) for a in answers]), r, prior)
+                for r, t in zip(replies, texts)]
 
     def _echo_body(self, prompts: list) -> dict:
         # max_tokens 1, not 0: some servers refuse 0; the generated token is ignored (and billed).
@@ -214,8 +218,9 @@ def _sum_chars(reply: Reply, prompt_chars: int, answer_chars: list[int]) -> list
     return out
 
 
-def _pick(labels: list[str], scores: list[float], reply: Reply) -> Scored:
-    best = max(range(len(labels)), key=lambda j: scores[j])
+def _pick(labels: list[str], scores: list[float], reply: Reply, prior: list[float] | None = None) -> Scored:
+    shifted = scores if prior is None else [s - p for s, p in zip(scores, prior)]
+    best = max(range(len(labels)), key=lambda j: shifted[j])
     if scores[best] == -math.inf:  # no label is among the answer's alternatives
         scored = _scored("", reply)
         scored.unparsed, scored.label_logprobs = True, scores

@@ -4,7 +4,8 @@ Classification is scored by label likelihood. Each label is scored as its full t
 end-of-turn token, so multi-token labels and labels that are prefixes of others are handled. The
 prompt's shared prefix (system turn and static few-shot examples) is encoded once and its KV cache kept
 here, keyed by its token ids, and reused for every input that follows it; every label is scored in the
-input's own forward pass.
+input's own forward pass. When only the best label is wanted and the labels are many, it is found by
+an exact bound search instead (best_label): a label can score no higher than its first token.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ SCORE_BATCH_CUDA = 32
 LABEL_TOKENS = 1024  # cap on inputs x label tokens per forward (every label follows every input)
 GENERATE_BATCH, GENERATE_BATCH_CUDA = 8, 32  # answers decoded together (see generate)
 KEPT_PREFIXES = 4  # shared-prefix caches kept (one per distinct prefix: zero-shot, few-shot, probe...)
+# Best-label search (best_label) instead of scoring every label, when the labels' trie has more
+# positions than this (a few labels cost less in one forward than in several small ones), on CPU.
+SEARCH_ABOVE = 16
 
 
 class LanguageModel:
@@ -67,11 +71,12 @@ class LanguageModel:
         return Capabilities(prompt_logprobs=True, chat_logprobs=False, trainable=True)
 
     def score_labels(self, shared: Messages, rests: list[Messages], labels: list[str],
-                     method: str = "likelihood") -> list[Scored]:
+                     method: str = "likelihood", *, prior: list[float] | None = None,
+                     full: bool = True) -> list[Scored]:
         if method != "likelihood":
             raise ConfigError(f"model '{self.name}': a local model scores labels by 'likelihood', not '{method}'",
                               fix="use scoring: likelihood or generate")
-        return self.classify_many(shared, rests, labels)
+        return self.classify_many(shared, rests, labels, prior=prior, full=full)
 
     def generate(self, conversations: list[Messages], max_new_tokens: int = 64) -> list[Scored]:
         """Greedy answers, GENERATE_BATCH at a time (prompts of similar length together, left-padded):
@@ -219,10 +224,14 @@ class LanguageModel:
         return self.classify_many(shared, [rest], labels, cache=cache, label_ids=label_ids)[0]
 
     def classify_many(self, shared: Messages, rests: list[Messages], labels: list[str], cache=None,
-                      label_ids: list[list[int]] | None = None, batch_size: int | None = None) -> list[Scored]:
+                      label_ids: list[list[int]] | None = None, batch_size: int | None = None,
+                      prior: list[float] | None = None, full: bool = True) -> list[Scored]:
         """`classify` for many inputs after the same shared prefix, in batches of similar length.
-        Each result's `seconds` is its share of the prompt building and of its batch's time (one at a
-        time, that is its latency; in batches, the amortised cost)."""
+        The prediction maximises log P(label) - prior (contextual calibration; none by default). With
+        `full` False only the prediction is wanted: with many labels on CPU it is found by best_label,
+        exactly, and `label_logprobs` is None. Each result's `seconds` is its share of the prompt
+        building and of its batch's time (one at a time, that is its latency; in batches, the
+        amortised cost)."""
         began = time.perf_counter()
         split = [self.split_prompt(shared, rest) for rest in rests]
         building = (time.perf_counter() - began) / len(rests)
@@ -230,7 +239,17 @@ class LanguageModel:
         if cache is None or not prefix_ids:
             cache = self.prefix_cache(prefix_ids)
         label_ids = label_ids or self.label_ids(labels)
-        size = self._batch_rows(len(self._trie(label_ids).tokens), batch_size)
+        offset = torch.tensor(prior if prior is not None else [0.0] * len(labels), dtype=torch.float32)
+        positions = len(self._trie(label_ids).tokens)
+        if not full and self.device.type == "cpu" and positions > SEARCH_ABOVE:
+            out = []
+            for prefix, ids in split:
+                began = time.perf_counter()
+                best = self.best_label(cache, len(prefix), ids, label_ids, offset)
+                out.append(Scored(labels[best], building + time.perf_counter() - began, len(prefix) + len(ids),
+                                  len(label_ids[best])))
+            return out
+        size = self._batch_rows(positions, batch_size)
         order = sorted(range(len(rests)), key=lambda i: len(split[i][1]))
         out: list[Scored | None] = [None] * len(rests)
         for start in range(0, len(order), size):
@@ -240,10 +259,62 @@ class LanguageModel:
             share = (time.perf_counter() - began) / len(batch)
             for row, i in enumerate(batch):
                 scores = lps[row].tolist()
-                best = max(range(len(labels)), key=lambda j: scores[j])
+                best = int(torch.argmax(lps[row] - offset))
                 out[i] = Scored(labels[best], building + share, len(prefix_ids) + len(split[i][1]),
                                 len(label_ids[best]), scores)
         return out
+
+    @torch.inference_mode()
+    def best_label(self, cache, prefix_len: int, ids: list[int], label_ids: list[list[int]],
+                   offset: torch.Tensor) -> int:
+        """The label maximising log P(label | prefix + input) - offset, without always scoring every label.
+
+        Token log-probabilities are at most 0, so a label scores at most its first token's log-probability
+        (minus its offset): the input's own forward gives that bound for every label. Then, in one forward
+        each: first the labels starting with the most likely first token are fully scored, then every
+        other label whose bound still reaches the best of them; the rest cannot win. Exact: the same label
+        as scoring all (ties aside, up to float rounding). A fine-tuned model puts nearly all its mass on
+        one first token, so it scores a few labels instead of all; an untuned one may need them all. Each
+        round's labels follow the input in the same cache, hidden from later rounds by the mask."""
+        from transformers import DynamicCache
+
+        cache = copy.deepcopy(cache) if prefix_len else DynamicCache(config=self.model.config)
+        dev, n = self.device, len(ids)
+        logits = self._last_logits(torch.tensor([ids], device=dev), cache, torch.tensor([n - 1], device=dev))
+        first = torch.log_softmax(logits[0, 0].float(), dim=-1).cpu()
+        bound = first[torch.tensor([lab[0] for lab in label_ids])] - offset
+        top = label_ids[int(torch.argmax(bound))][0]
+        rounds = [[j for j, lab in enumerate(label_ids) if lab[0] == top]]
+        totals = self._trie_scores(cache, prefix_len + n, first, [label_ids[j] for j in rounds[0]]) - offset[rounds[0]]
+        best = rounds[0][int(torch.argmax(totals))]
+        best_score = float(totals.max())
+        rest = [j for j, lab in enumerate(label_ids) if lab[0] != top and bound[j] >= best_score]
+        if rest:
+            totals = self._trie_scores(cache, prefix_len + n, first, [label_ids[j] for j in rest]) - offset[rest]
+            k = int(torch.argmax(totals))
+            if totals[k] > best_score or (totals[k] == best_score and rest[k] < best):
+                best = rest[k]
+        return best
+
+    def _trie_scores(self, cache, visible: int, first: torch.Tensor, label_ids: list[list[int]]) -> torch.Tensor:
+        """log P of each label after the `visible` cached positions (prefix and input), given the input's
+        next-token log-probabilities `first`; the labels' trie is appended to the cache, seeing those
+        positions and its own ancestors only."""
+        trie = LabelTrie(label_ids)
+        table = first[None]
+        if len(trie.inner):
+            m, past = len(trie.tokens), cache.get_seq_length()
+            keep = torch.zeros((m, past + m), dtype=torch.bool)
+            keep[:, :visible] = True
+            keep[:, past:] = trie.sees
+            dtype = next(self.model.parameters()).dtype
+            mask = torch.zeros(keep.shape, dtype=dtype).masked_fill_(~keep, torch.finfo(dtype).min)[None, None]
+            dev = self.device
+            logits = self._last_logits(trie.tokens[None].to(dev), cache, trie.inner.to(dev),
+                                       attention_mask=mask.to(dev), position_ids=(visible + trie.depth)[None].to(dev))
+            table = torch.cat([table, torch.log_softmax(logits[0].float(), dim=-1).cpu()])
+        picked = table[trie.columns, trie.label_tokens]
+        return torch.zeros(len(label_ids)).index_add_(0, trie.owner, picked)
 
     # -- generation and perplexity ---------------------------------------------------------
     def generate_one(self, messages: Messages, max_new_tokens: int = 64) -> Scored:
@@ -306,3 +377,4 @@ class LabelTrie:
             owner += [j] * len(label)
         self.columns, self.label_tokens = torch.tensor(cols), torch.tensor(toks)
         self.owner = torch.tensor(owner)
+

@@ -227,7 +227,7 @@ class FineTune:
         rests = [self.turns(r) for r in records]
         if not records or ctx.task.type == "generation":
             return self.lm.generate([self.system + rest for rest in rests], self.max_new_tokens)
-        return self.lm.score_labels(self.system, rests, ctx.labels)
+        return self.lm.score_labels(self.system, rests, ctx.labels, full=False)
 
 
 def branch_dir(artifact: str | Path, n: int) -> Path:

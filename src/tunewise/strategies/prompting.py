@@ -124,8 +124,10 @@ class PromptStrategy:
         from tunewise.evaluate.sequential import paired_test
         from tunewise.evaluate.stats import metric_value
 
-        both = self._predict_many(ctx, ctx.validation, calibrate=True)
-        calibrated, raw = [s.prediction for s, _ in both], [r for _, r in both]
+        on = self._predict_many(ctx, ctx.validation, calibrate=True, full=True)  # every label's score: both choices
+        calibrated = [s.prediction for s in on]
+        label_sets = [self.candidate_labels(ctx, r) for r in ctx.validation]
+        raw = [labels[int(np.argmax(s.label_logprobs))] for s, labels in zip(on, label_sets)]
         refs = [r.output for r in ctx.validation]
         metric = ctx.task.primary_metric
         on, off = (metric_value(metric, p, refs, ctx.labels) for p in (calibrated, raw))
@@ -168,14 +170,14 @@ class PromptStrategy:
         return input_turns(record)
 
     def predict(self, ctx: Context, record: Record) -> Scored:
-        return self._predict_many(ctx, [record], self.calibrate)[0][0]
+        return self._predict_many(ctx, [record], self.calibrate)[0]
 
     def predict_many(self, ctx: Context, records: list[Record]) -> list[Scored]:
-        return [scored for scored, _ in self._predict_many(ctx, records, self.calibrate)]
+        return self._predict_many(ctx, records, self.calibrate)
 
-    def _predict_many(self, ctx: Context, records: list[Record], calibrate: bool) -> list[tuple[Scored, str]]:
-        """(scored, raw prediction) per record: `scored.prediction` is calibrated when asked, the raw
-        one is not. Classification over one label set is scored in one backend call."""
+    def _predict_many(self, ctx: Context, records: list[Record], calibrate: bool, full: bool = False) -> list[Scored]:
+        """Classification over one label set (and one calibration prior) is scored in one backend call.
+        Unless `full`, only the best label is wanted (a local model may search for it: lm.best_label)."""
         if not records:
             return []
         examples = self.examples_for(records)
@@ -183,21 +185,15 @@ class PromptStrategy:
         rests = [(example_turns(ex) if self.per_record_examples else []) + self.turns(r)
                  for r, ex in zip(records, examples)]
         if self.method == "generate":
-            return [(s, s.prediction) for s in self._generate(ctx, shared, rests)]
+            return self._generate(ctx, shared, rests)
         label_sets = [self.candidate_labels(ctx, r) for r in records]
-        if all(labels is ctx.labels for labels in label_sets):
-            scored = self.backend.score_labels(shared, rests, ctx.labels, self.method)
-        else:  # labels restricted per input: one at a time
-            scored = [self.backend.score_labels(shared, [rest], labels, self.method)[0]
-                      for rest, labels in zip(rests, label_sets)]
-        out = []
-        for s, labels, ex in zip(scored, label_sets, examples):
-            raw = s.prediction
-            if calibrate:
-                prior = self._content_free(shared, labels, ex)
-                s.prediction = labels[int(np.argmax([lp - p for lp, p in zip(s.label_logprobs, prior)]))]
-            out.append((s, raw))
-        return out
+        if all(labels is ctx.labels for labels in label_sets) and not (calibrate and self.per_record_examples):
+            prior = self._content_free(shared, ctx.labels, []) if calibrate else None
+            return self.backend.score_labels(shared, rests, ctx.labels, self.method, prior=prior, full=full)
+        # labels restricted per input, or a prior per input's examples: one at a time
+        return [self.backend.score_labels(shared, [rest], labels, self.method, full=full,
+                                          prior=self._content_free(shared, labels, ex) if calibrate else None)[0]
+                for rest, labels, ex in zip(rests, label_sets, examples)]
 
     def _generate(self, ctx: Context, shared, rests) -> list[Scored]:
         """Greedy answers; for classification each is matched to a label ('' when it names none)."""
@@ -214,7 +210,7 @@ class PromptStrategy:
         key = (tuple(shared), tuple(labels), tuple(r.id for r in examples) if self.per_record_examples else ())
         if key not in self._prior:
             rest = (example_turns(examples) if self.per_record_examples else []) + [("user", CONTENT_FREE)]
-            self._prior[key] = self.backend.score_labels(shared, [rest], labels, self.method)[0].label_logprobs
+            self._prior[key] = self.backend.score_labels(shared, [rest], labels, self.method, full=True)[0].label_logprobs
         return self._prior[key]
 
 

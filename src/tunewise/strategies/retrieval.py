@@ -192,10 +192,10 @@ class Rag(WithCorpus, PromptStrategy):
     def prepare(self, ctx: Context) -> None:
         self.build_index(ctx)
 
-    def _predict_many(self, ctx: Context, records: list[Record], calibrate: bool):
+    def _predict_many(self, ctx: Context, records: list[Record], calibrate: bool, full: bool = False):
         self.retrieve(records)
-        out = super()._predict_many(ctx, records, calibrate)
-        self.mark_hits(records, [s for s, _ in out])
+        out = super()._predict_many(ctx, records, calibrate, full)
+        self.mark_hits(records, out)
         return out
 
 
