@@ -131,3 +131,20 @@ def test_a_saved_index_from_another_embedder_is_refused(rag_run, tmp_path):
     (folder / "index.json").write_text(json.dumps(index | {"embedder": "other"}))
     with pytest.raises(ConfigError, match="embedded with other"):
         load_candidate(folder, device="cpu")
+
+
+@pytest.mark.parametrize("name, file", [("rag", "prompt.json"), ("rag_lora", "answer.json")])
+def test_a_generation_save_without_its_answer_length_is_a_one_line_error(rag_run, tmp_path, name, file):
+    """Saves from before the answer length cap was kept: guessing one would answer differently from the run."""
+    from tunewise.errors import ConfigError
+
+    folder = tmp_path / name
+    shutil.copytree(saved(rag_run, name), folder)
+    if file == "answer.json":
+        (folder / file).unlink()
+    else:
+        prompt = json.loads((folder / file).read_text())
+        del prompt["max_new_tokens"]
+        (folder / file).write_text(json.dumps(prompt))
+    with pytest.raises(ConfigError, match="without its answer length cap"):
+        load_candidate(folder, device="cpu")

@@ -100,6 +100,14 @@ class OneAtATime:
 _REGISTRY: dict[str, Callable[[CandidateSpec], Strategy]] = {}
 
 
+def require_answer_cap(ctx: Context, folder, max_new_tokens: int | None) -> None:
+    """A loaded generation candidate answers at the length it was scored with; saves from before tunewise
+    kept that length have none, and a guessed one would answer differently from the run."""
+    if ctx.task.type == "generation" and max_new_tokens is None:
+        raise ConfigError(f"{folder}: saved by an older tunewise without its answer length cap",
+                          fix="run `tunewise run` again to save the candidate with it")
+
+
 def register(name: str):
     def wrap(factory):
         _REGISTRY[name] = factory

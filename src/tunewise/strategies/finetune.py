@@ -25,7 +25,7 @@ from tunewise.errors import ConfigError
 from tunewise.files import write_atomic
 from tunewise.models.backend import Scored, answer_tokens
 from tunewise.models.lm import LanguageModel
-from tunewise.strategies.base import CandidateSpec, Context, Family, FitFacts, register
+from tunewise.strategies.base import CandidateSpec, Context, Family, FitFacts, register, require_answer_cap
 from tunewise.strategies.prompts import input_turns, system_turn
 
 FULL_FT_MAX_PARAMS = 500_000_000
@@ -191,8 +191,9 @@ class FineTune:
         from tunewise.models.load import load_model
 
         self.system = system_turn(ctx.task, ctx.labels)
-        answer = folder / ANSWER_FILE  # generation: the run's answer length cap (older saves: none)
-        self.max_new_tokens = json.loads(answer.read_text())["max_new_tokens"] if answer.is_file() else 64
+        answer = folder / ANSWER_FILE  # generation: the run's answer length cap
+        self.max_new_tokens = json.loads(answer.read_text())["max_new_tokens"] if answer.is_file() else None
+        require_answer_cap(ctx, folder, self.max_new_tokens)
         weights = folder / self.weights_dir
         if self.method == "full":
             model, tokenizer = load_model(str(weights), device=ctx.device, dtype="float32")

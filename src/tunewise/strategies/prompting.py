@@ -27,7 +27,7 @@ from tunewise.config import SCORING_CHOICES
 from tunewise.data.records import Record, record_from_json, record_to_json
 from tunewise.errors import ConfigError
 from tunewise.models.backend import Scored, answer_tokens
-from tunewise.strategies.base import CandidateSpec, Context, Family, FitFacts, register
+from tunewise.strategies.base import CandidateSpec, Context, Family, FitFacts, register, require_answer_cap
 from tunewise.strategies.prompts import example_turns, input_turns, parse_label, system_turn
 
 CONTENT_FREE = "N/A"
@@ -155,6 +155,7 @@ class PromptStrategy:
         self.system = [tuple(m) for m in saved["system"]]
         self.method, self.calibrate, self.k = saved["method"], saved["calibrate"], saved["k"]
         self.max_new_tokens = saved.get("max_new_tokens")  # generation: the run's answer length cap
+        require_answer_cap(ctx, folder, self.max_new_tokens)
         self.backend = ctx.models.backend(self.model_name)
         self._prior = {}
 
