@@ -284,9 +284,9 @@ class LanguageModel:
         first = torch.log_softmax(logits[0, 0].float(), dim=-1).cpu()
         bound = first[torch.tensor([lab[0] for lab in label_ids])] - offset
         top = label_ids[int(torch.argmax(bound))][0]
-        rounds = [[j for j, lab in enumerate(label_ids) if lab[0] == top]]
-        totals = self._trie_scores(cache, prefix_len + n, first, [label_ids[j] for j in rounds[0]]) - offset[rounds[0]]
-        best = rounds[0][int(torch.argmax(totals))]
+        group = [j for j, lab in enumerate(label_ids) if lab[0] == top]
+        totals = self._trie_scores(cache, prefix_len + n, first, [label_ids[j] for j in group]) - offset[group]
+        best = group[int(torch.argmax(totals))]
         best_score = float(totals.max())
         rest = [j for j, lab in enumerate(label_ids) if lab[0] != top and bound[j] >= best_score]
         if rest:
