@@ -145,3 +145,59 @@ def test_front_matter_dates_a_folder_document(tmp_path):
     (tmp_path / "c.md").write_text("---\ndate: [\n---\nx")
     with pytest.raises(DataError, match="c.md: front matter"):
         read_corpus(tmp_path)
+
+
+def test_answers_are_kept_by_request_and_reused_with_their_seconds(tmp_path):
+    from tunewise.models.answer_cache import CachedAnswers
+    from tunewise.models.backend import Scored
+    from tunewise.store import Store
+
+    class Counting:
+        name, asked = "counting", []
+
+        def generate(self, conversations, max_new_tokens):
+            Counting.asked += [c[-1][1] for c in conversations]
+            return [Scored(f"{c[-1][1]}/{max_new_tokens}", 0.5, 7, 3, retries=1) for c in conversations]
+
+    cached = CachedAnswers(Counting(), Store(tmp_path / "s"), ["settings"])
+    first = cached.generate([[("user", "a")], [("user", "b")]], 12)
+    again = cached.generate([[("user", "b")], [("user", "c")], [("user", "a")]], 12)
+    assert Counting.asked == ["a", "b", "c"]  # each prompt generated once
+    assert [s.prediction for s in again] == ["b/12", "c/12", "a/12"]
+    assert (again[0].seconds, again[0].prompt_tokens, again[0].output_tokens) == (0.5, 7, 3)  # as generated
+    assert again[0].cached and again[0].retries == 0 and not again[1].cached and not first[0].cached
+    assert cached.generate([[("user", "a")]], 20)[0].prediction == "a/20"  # another cap: another request
+    other = CachedAnswers(Counting(), Store(tmp_path / "s"), ["other settings"])
+    other.generate([[("user", "a")]], 12)
+    assert Counting.asked[-1] == "a"  # another model setting: generated again
+
+
+def test_rag_asked_again_answers_as_generated_afresh(tmp_path):
+    """The time split asks rag some of the random split's questions again: answered from the store,
+    with the same predictions a fresh store gives."""
+    from tunewise.bakeoff import default_candidates, run_candidate
+    from tunewise.store import Store
+    from tunewise.strategies import Context, ModelPool
+    from tunewise.ui import Progress
+
+    task = TaskSpec(name="t", type="generation", metric="token_f1", corpus=str(write_corpus(tmp_path)),
+                    instruction="Answer with the condition only.",
+                    retrieval=RetrievalSettings(chunk_words=20, chunk_overlap=0, top_k=1))
+    spec = next(s for s in default_candidates(task) if s.strategy == "rag")
+    budget = BUDGETS["quick"].model_copy(update={"bootstrap": 50, "test_first": None})
+    first_test = [rec(10 + i, d) for i, d in enumerate(["vexil", "morrow", "pellin"])]
+    again_test = [rec(11, "morrow"), rec(12, "pellin"), rec(13, "sarvo")]
+
+    def score(store, train, test, key):
+        ctx = Context(task=task, labels=[], train=train, validation=[], budget=budget, seed=0,
+                      work_dir=tmp_path / key, models=ModelPool(store=store))
+        return run_candidate(spec, ctx, test, store, key, Progress(quiet=True), latency_sample=0)
+
+    store = Store(tmp_path / "s")
+    first = score(store, [rec(0, "zorblax")], first_test, "random")
+    assert len(store.keys("answer")) == 3
+    again = score(store, [rec(1, "quenta")], again_test, "time")  # another candidate key, the same cap
+    assert len(store.keys("answer")) == 4  # only sarvo generated
+    fresh = score(Store(tmp_path / "fresh"), [rec(1, "quenta")], again_test, "time")
+    assert first.status == again.status == fresh.status == "ok"
+    assert again.predictions == fresh.predictions and again.predictions[:2] == first.predictions[1:]

@@ -1,0 +1,50 @@
+"""Greedy answers kept in the store, keyed by the request: the same prompt is answered once.
+
+Generation is greedy (never sampled), so an answer is a function of the model, the conversation and
+the answer length cap (batched answers equal single ones: tests/test_bakeoff.py). A run asks some
+questions twice: the time split's `rag` puts the same passages before the test questions that the
+random split also holds, and `rag@frozen` retrieves the same passages as `rag` where no document after
+the cut-off ranks in the top k. Those are answered from the store instead of generated again.
+
+A reused answer keeps the seconds it took when it was generated (its latency is that of the model,
+not of the lookup) and is marked `cached`, as a served model's stored responses are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from tunewise import __version__
+from tunewise.models.backend import Messages, Scored
+from tunewise.store import Store, make_key
+
+KIND = "answer"
+
+
+class CachedAnswers:
+    """A backend whose `generate` answers from the store what it answered before; the rest as the backend."""
+
+    def __init__(self, backend, store: Store, model_key: list):
+        """`model_key`: what identifies the model's answers beyond its name (its settings, the device)."""
+        self.backend, self.store = backend, store
+        self.model_key = [__version__, backend.name, *model_key]
+
+    def __getattr__(self, name):  # score_labels, capabilities, name...: the backend's own
+        return getattr(self.backend, name)
+
+    def key(self, conversation: Messages, max_new_tokens: int) -> str:
+        return make_key(KIND, self.model_key, [list(turn) for turn in conversation], max_new_tokens)
+
+    def generate(self, conversations: list[Messages], max_new_tokens: int = 64) -> list[Scored]:
+        keys = [self.key(c, max_new_tokens) for c in conversations]
+        out: list[Scored | None] = [None] * len(conversations)
+        for i, k in enumerate(keys):
+            stored = self.store.get(KIND, k)
+            if stored is not None:
+                out[i] = dataclasses.replace(Scored(**stored), cached=True, retries=0)
+        todo = [i for i, s in enumerate(out) if s is None]
+        if todo:
+            for i, scored in zip(todo, self.backend.generate([conversations[i] for i in todo], max_new_tokens)):
+                self.store.put(KIND, keys[i], dataclasses.asdict(scored))
+                out[i] = scored
+        return out
