@@ -25,9 +25,11 @@ class CachedAnswers:
     """A backend whose `generate` answers from the store what it answered before; the rest as the backend."""
 
     def __init__(self, backend, store: Store, model_key: list):
-        """`model_key`: what identifies the model's answers beyond its name (its settings, the device)."""
+        """`model_key`: what else identifies the model's answers (its settings in the task file)."""
         self.backend, self.store = backend, store
-        self.model_key = [__version__, backend.name, *model_key]
+        weights = getattr(backend, "model", None)  # a local model: its device and dtype change its answers
+        self.model_key = [__version__, backend.name, str(getattr(backend, "device", None)),
+                          str(getattr(weights, "dtype", None)), *model_key]
 
     def __getattr__(self, name):  # score_labels, capabilities, name...: the backend's own
         return getattr(self.backend, name)

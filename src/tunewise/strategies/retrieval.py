@@ -201,7 +201,7 @@ class Rag(WithCorpus, PromptStrategy):
         if store is not None and not cfg.is_http:  # a served model's responses are stored by models/http.py
             from tunewise.models.answer_cache import CachedAnswers
 
-            self.backend = CachedAnswers(self.backend, store, [cfg.model_dump(), ctx.device])
+            self.backend = CachedAnswers(self.backend, store, [cfg.model_dump()])
         return facts
 
     def _predict_many(self, ctx: Context, records: list[Record], calibrate: bool):
