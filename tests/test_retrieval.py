@@ -153,23 +153,59 @@ def test_answers_are_kept_by_request_and_reused_with_their_seconds(tmp_path):
     from tunewise.store import Store
 
     class Counting:
+        """Answers 'long...' prompts up to the cap (no end of turn), the others in 3 tokens."""
         name, asked = "counting", []
 
         def generate(self, conversations, max_new_tokens):
             Counting.asked += [c[-1][1] for c in conversations]
-            return [Scored(f"{c[-1][1]}/{max_new_tokens}", 0.5, 7, 3, retries=1) for c in conversations]
+            return [Scored(f"{c[-1][1]}/{max_new_tokens}", 0.5, 7,
+                           max_new_tokens if c[-1][1].startswith("long") else 3, retries=1) for c in conversations]
 
     cached = CachedAnswers(Counting(), Store(tmp_path / "s"), ["settings"])
-    first = cached.generate([[("user", "a")], [("user", "b")]], 12)
-    again = cached.generate([[("user", "b")], [("user", "c")], [("user", "a")]], 12)
-    assert Counting.asked == ["a", "b", "c"]  # each prompt generated once
-    assert [s.prediction for s in again] == ["b/12", "c/12", "a/12"]
-    assert (again[0].seconds, again[0].prompt_tokens, again[0].output_tokens) == (0.5, 7, 3)  # as generated
+    first = cached.generate([[("user", "a")], [("user", "long b")]], 12)
+    again = cached.generate([[("user", "long b")], [("user", "c")], [("user", "a")]], 12)
+    assert Counting.asked == ["a", "long b", "c"]  # each prompt generated once
+    assert [s.prediction for s in again] == ["long b/12", "c/12", "a/12"]
+    assert (again[2].seconds, again[2].prompt_tokens, again[2].output_tokens) == (0.5, 7, 3)  # as generated
     assert again[0].cached and again[0].retries == 0 and not again[1].cached and not first[0].cached
-    assert cached.generate([[("user", "a")]], 20)[0].prediction == "a/20"  # another cap: another request
+    # another cap: an answer that stopped by itself within it is the same; one cut at its cap is not
+    other_cap = cached.generate([[("user", "a")], [("user", "long b")]], 20)
+    assert [s.prediction for s in other_cap] == ["a/12", "long b/20"] and Counting.asked[-1] == "long b"
+    assert cached.generate([[("user", "a")]], 3)[0].cached and not cached.generate([[("user", "a")]], 2)[0].cached
     other = CachedAnswers(Counting(), Store(tmp_path / "s"), ["other settings"])
-    other.generate([[("user", "a")]], 12)
-    assert Counting.asked[-1] == "a"  # another model setting: generated again
+    other.generate([[("user", "c")]], 12)
+    assert Counting.asked[-1] == "c"  # another model setting: generated again
+
+
+def test_a_stored_answer_under_another_cap_equals_a_fresh_one(tmp_path):
+    """Greedy decoding writes the same tokens whatever the cap: an answer that ended by itself is reused
+    under a smaller or larger cap, and equals the answer generated under that cap."""
+    from tunewise.models.answer_cache import CachedAnswers
+    from tunewise.models.lm import LanguageModel
+    from tunewise.models.load import load_model
+    from tunewise.store import Store
+
+    model, tok = load_model("smollm2-135m")
+    lm = LanguageModel(model, tok, "smollm2-135m")
+    convs = [[("system", "Answer with the condition only."), ("user", f"{FACTS[d]}\nWhich condition is {d} taken for?")]
+             for d in ("vexil", "morrow", "pellin")]
+    calls = []
+
+    class Spy:
+        name, model, device = lm.name, lm.model, lm.device
+
+        def generate(self, conversations, max_new_tokens):
+            calls.append(len(conversations))
+            return lm.generate(conversations, max_new_tokens)
+
+    cached = CachedAnswers(Spy(), Store(tmp_path / "s"), [])
+    wide = cached.generate(convs, 24)
+    for cap in (12, 30):
+        fresh = lm.generate(convs, cap)
+        reused = cached.generate(convs, cap)
+        assert [(s.prediction, s.output_tokens) for s in reused] == [(s.prediction, s.output_tokens) for s in fresh]
+        assert [s.cached for s in reused] == [s.output_tokens < 24 and s.output_tokens <= cap for s in wide]
+    assert calls == [3, 2] and any(s.output_tokens < 12 for s in wide)  # reuse exercised; cap 30: all reused
 
 
 def test_rag_asked_again_answers_as_generated_afresh(tmp_path):
