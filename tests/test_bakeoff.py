@@ -319,6 +319,17 @@ def test_latency_comes_from_single_requests_and_the_rest_is_batched(tmp_path, mo
     assert result.scoring_seconds is not None
 
 
+def test_a_stage_that_reports_no_latency_scores_every_record_in_batches(tmp_path):
+    from tunewise.bakeoff import run_candidate
+
+    Batches.calls = []
+    spec = CandidateSpec(name="b", strategy="batches_for_test")
+    result = run_candidate(spec, ctx_for(tmp_path), TEST, Store(tmp_path / "s"), "k", Progress(quiet=True),
+                           latency_sample=0)
+    assert result.status == "ok" and result.predictions == [r.output for r in TEST]
+    assert Batches.calls == [len(TEST)] and result.latency_ms is None and result.latency_samples == 0
+
+
 def bakeoff(tmp_path, specs, store):
     return run_bakeoff(specs, task=TASK, labels=TASK.labels, train=TRAIN, validation=[], test=TEST,
                        budget=BUDGETS["quick"], seed=0, run_dir=tmp_path / "run", store=store, data_key="k",

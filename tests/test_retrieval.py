@@ -145,3 +145,95 @@ def test_front_matter_dates_a_folder_document(tmp_path):
     (tmp_path / "c.md").write_text("---\ndate: [\n---\nx")
     with pytest.raises(DataError, match="c.md: front matter"):
         read_corpus(tmp_path)
+
+
+def test_answers_are_kept_by_request_and_reused_with_their_seconds(tmp_path):
+    from tunewise.models.answer_cache import CachedAnswers
+    from tunewise.models.backend import Scored
+    from tunewise.store import Store
+
+    class Counting:
+        """Answers 'long...' prompts up to the cap (no end of turn), the others in 3 tokens."""
+        name, asked = "counting", []
+
+        def generate(self, conversations, max_new_tokens):
+            Counting.asked += [c[-1][1] for c in conversations]
+            return [Scored(f"{c[-1][1]}/{max_new_tokens}", 0.5, 7,
+                           max_new_tokens if c[-1][1].startswith("long") else 3, retries=1) for c in conversations]
+
+    cached = CachedAnswers(Counting(), Store(tmp_path / "s"), ["settings"])
+    first = cached.generate([[("user", "a")], [("user", "long b")]], 12)
+    again = cached.generate([[("user", "long b")], [("user", "c")], [("user", "a")]], 12)
+    assert Counting.asked == ["a", "long b", "c"]  # each prompt generated once
+    assert [s.prediction for s in again] == ["long b/12", "c/12", "a/12"]
+    assert (again[2].seconds, again[2].prompt_tokens, again[2].output_tokens) == (0.5, 7, 3)  # as generated
+    assert again[0].cached and again[0].retries == 0 and not again[1].cached and not first[0].cached
+    # another cap: an answer that stopped by itself within it is the same; one cut at its cap is not
+    other_cap = cached.generate([[("user", "a")], [("user", "long b")]], 20)
+    assert [s.prediction for s in other_cap] == ["a/12", "long b/20"] and Counting.asked[-1] == "long b"
+    assert cached.generate([[("user", "a")]], 3)[0].cached and not cached.generate([[("user", "a")]], 2)[0].cached
+    other = CachedAnswers(Counting(), Store(tmp_path / "s"), ["other settings"])
+    other.generate([[("user", "c")]], 12)
+    assert Counting.asked[-1] == "c"  # another model setting: generated again
+
+
+def test_a_stored_answer_under_another_cap_equals_a_fresh_one(tmp_path):
+    """Greedy decoding writes the same tokens whatever the cap: an answer that ended by itself is reused
+    under a smaller or larger cap, and equals the answer generated under that cap."""
+    from tunewise.models.answer_cache import CachedAnswers
+    from tunewise.models.lm import LanguageModel
+    from tunewise.models.load import load_model
+    from tunewise.store import Store
+
+    model, tok = load_model("smollm2-135m")
+    lm = LanguageModel(model, tok, "smollm2-135m")
+    convs = [[("system", "Answer with the condition only."), ("user", f"{FACTS[d]}\nWhich condition is {d} taken for?")]
+             for d in ("vexil", "morrow", "pellin")]
+    calls = []
+
+    class Spy:
+        name, model, device = lm.name, lm.model, lm.device
+
+        def generate(self, conversations, max_new_tokens):
+            calls.append(len(conversations))
+            return lm.generate(conversations, max_new_tokens)
+
+    cached = CachedAnswers(Spy(), Store(tmp_path / "s"), [])
+    wide = cached.generate(convs, 24)
+    for cap in (12, 30):
+        fresh = lm.generate(convs, cap)
+        reused = cached.generate(convs, cap)
+        assert [(s.prediction, s.output_tokens) for s in reused] == [(s.prediction, s.output_tokens) for s in fresh]
+        assert [s.cached for s in reused] == [s.output_tokens < 24 and s.output_tokens <= cap for s in wide]
+    assert calls == [3, 2] and any(s.output_tokens < 12 for s in wide)  # reuse exercised; cap 30: all reused
+
+
+def test_rag_asked_again_answers_as_generated_afresh(tmp_path):
+    """The time split asks rag some of the random split's questions again: answered from the store,
+    with the same predictions a fresh store gives."""
+    from tunewise.bakeoff import default_candidates, run_candidate
+    from tunewise.store import Store
+    from tunewise.strategies import Context, ModelPool
+    from tunewise.ui import Progress
+
+    task = TaskSpec(name="t", type="generation", metric="token_f1", corpus=str(write_corpus(tmp_path)),
+                    instruction="Answer with the condition only.",
+                    retrieval=RetrievalSettings(chunk_words=20, chunk_overlap=0, top_k=1))
+    spec = next(s for s in default_candidates(task) if s.strategy == "rag")
+    budget = BUDGETS["quick"].model_copy(update={"bootstrap": 50, "test_first": None})
+    first_test = [rec(10 + i, d) for i, d in enumerate(["vexil", "morrow", "pellin"])]
+    again_test = [rec(11, "morrow"), rec(12, "pellin"), rec(13, "sarvo")]
+
+    def score(store, train, test, key):
+        ctx = Context(task=task, labels=[], train=train, validation=[], budget=budget, seed=0,
+                      work_dir=tmp_path / key, models=ModelPool(store=store))
+        return run_candidate(spec, ctx, test, store, key, Progress(quiet=True), latency_sample=0)
+
+    store = Store(tmp_path / "s")
+    first = score(store, [rec(0, "zorblax")], first_test, "random")
+    assert len(store.keys("answer")) == 3
+    again = score(store, [rec(1, "quenta")], again_test, "time")  # another candidate key, the same cap
+    assert len(store.keys("answer")) == 4  # only sarvo generated
+    fresh = score(Store(tmp_path / "fresh"), [rec(1, "quenta")], again_test, "time")
+    assert first.status == again.status == fresh.status == "ok"
+    assert again.predictions == fresh.predictions and again.predictions[:2] == first.predictions[1:]

@@ -92,9 +92,11 @@ class Contender:
     prompting and classical; a fine-tuned model loads its trained weights from the store)."""
 
     def __init__(self, spec: CandidateSpec, ctx: Context, store: Store, data_key: str, progress: Progress,
-                 keep: bool = True):
+                 keep: bool = True, latency_sample: int | None = None):
         self.spec, self.ctx, self.store, self.progress = spec, ctx, store, progress
         self.keep = keep  # save the fitted candidate (strategies/saved.py) for serve and export
+        # records scored one at a time to time a single request (0: all batched, no latency reported)
+        self.latency_sample = LATENCY_SAMPLE if latency_sample is None else latency_sample
         self.key: str | None = None
         self.fitted = False
         self.single_seconds: list[float] = []  # single requests: the latency sample
@@ -162,9 +164,9 @@ class Contender:
                 while self.n < n:
                     chunk = test[self.n:min(n, self.n + SCORE_CHUNK)]
                     began = time.perf_counter()
-                    # the first LATENCY_SAMPLE records go one at a time (a single request's latency),
+                    # the first latency_sample records go one at a time (a single request's latency),
                     # the rest in batches when the strategy can
-                    singles = len(chunk) if many is None else max(0, min(len(chunk), LATENCY_SAMPLE - self.n))
+                    singles = len(chunk) if many is None else max(0, min(len(chunk), self.latency_sample - self.n))
                     scored = [self.strategy.predict(self.ctx, r) for r in chunk[:singles]]
                     self.single_seconds += [s.seconds for s in scored]
                     if singles < len(chunk):
@@ -264,9 +266,12 @@ class Contender:
 
 
 def run_candidate(spec: CandidateSpec, ctx: Context, test: list[Record], store: Store, data_key: str,
-                  progress: Progress) -> CandidateResult:
-    """Fit and score one candidate on every record of `test`, or return its cached result."""
-    return Contender(spec, ctx, store, data_key, progress, keep=False).score_upto(test, len(test))
+                  progress: Progress, latency_sample: int | None = None) -> CandidateResult:
+    """Fit and score one candidate on every record of `test`, or return its cached result.
+    `latency_sample`: records timed one at a time (default LATENCY_SAMPLE); 0 where no latency is
+    reported, so every record is batched (batched answers equal single ones: test_bakeoff)."""
+    return Contender(spec, ctx, store, data_key, progress, keep=False,
+                     latency_sample=latency_sample).score_upto(test, len(test))
 
 
 def _fill(result: CandidateResult, facts: FitFacts) -> None:

@@ -249,7 +249,8 @@ def _time_split(prep, opts, specs, results, main_test, progress):
         ctx = Context(task=task, labels=prep.labels, train=train, validation=validation, budget=_no_curve(budget),
                       seed=seed, work_dir=opts.out_dir / "time_split", models=pool, device=opts.device,
                       progress=progress.callback)
-        timed[s.name] = run_candidate(s, ctx, test, opts.store, data_key, progress)
+        # no latency sample: the ageing table reports scores only, so every record goes in batches
+        timed[s.name] = run_candidate(s, ctx, test, opts.store, data_key, progress, latency_sample=0)
     main = [c for c in results.candidates if c.name in {s.name for s in specs}]
     return freshness.table(main, timed, test, main_test, task.primary_metric, prep.labels if classification else None,
                            cutoff, len(train), prep.split.source, budget.bootstrap, seed, leakage)

@@ -192,6 +192,18 @@ class Rag(WithCorpus, PromptStrategy):
     def prepare(self, ctx: Context) -> None:
         self.build_index(ctx)
 
+    def fit(self, ctx: Context) -> FitFacts:
+        """As a prompt; a local model's answers are kept in the store (models/answer_cache.py): the time
+        split asks again what the random split asked, with the same passages."""
+        facts = super().fit(ctx)
+        _, cfg = ctx.models.config(self.model_name)
+        store = getattr(ctx.models, "store", None)
+        if store is not None and not cfg.is_http:  # a served model's responses are stored by models/http.py
+            from tunewise.models.answer_cache import CachedAnswers
+
+            self.backend = CachedAnswers(self.backend, store, [cfg.model_dump()])
+        return facts
+
     def _predict_many(self, ctx: Context, records: list[Record], calibrate: bool, full: bool = False):
         self.retrieve(records)
         out = super()._predict_many(ctx, records, calibrate, full)
