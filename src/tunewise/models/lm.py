@@ -15,6 +15,7 @@ import inspect
 import math
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 
 import torch
 
@@ -86,11 +87,28 @@ class LanguageModel:
         size = GENERATE_BATCH_CUDA if self.device.type == "cuda" else GENERATE_BATCH
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         out: list[Scored | None] = [None] * len(prompts)
-        for start in range(0, len(order), size):
-            batch = order[start:start + size]
-            for i, scored in zip(batch, self._generate_batch([prompts[i] for i in batch], max_new_tokens)):
-                out[i] = scored
+        with self._attention("sdpa"):
+            for start in range(0, len(order), size):
+                batch = order[start:start + size]
+                for i, scored in zip(batch, self._generate_batch([prompts[i] for i in batch], max_new_tokens)):
+                    out[i] = scored
         return out
+
+    @contextmanager
+    def _attention(self, name: str):
+        """The model's attention kernel switched to `name` for a while. Decoding attends from one new token
+        to a long cache, where torch's SDPA beats the eager matmuls that label scoring and training use
+        on CPU (load.pick_attention): a batch of 8 retrieval prompts (~380 tokens, 28 new) took 21 s
+        instead of 29-31 s on one thread, with the same answers."""
+        current = getattr(self.model.config, "_attn_implementation", None)
+        if current in (None, name) or not hasattr(self.model, "set_attn_implementation"):
+            yield
+            return
+        self.model.set_attn_implementation(name)
+        try:
+            yield
+        finally:
+            self.model.set_attn_implementation(current)
 
     @torch.inference_mode()
     def _generate_batch(self, prompts: list[list[int]], max_new_tokens: int) -> list[Scored]:
