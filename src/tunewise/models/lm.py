@@ -193,8 +193,6 @@ class LanguageModel:
         by its depth after the input. Pads see only themselves (no query is left without a key).
         Logits are taken only where a token is predicted: the input's last position and the trie's
         inner nodes. The shared `cache` is copied, never changed."""
-        from transformers import DynamicCache
-
         trie = self._trie(label_ids)
         b, m = len(inputs), len(trie.tokens)
         width = max(len(x) for x in inputs)
@@ -215,20 +213,26 @@ class LanguageModel:
             pos[i, width:] = prefix_len + len(x) + trie.depth
             keep[i, start:width, prefix_len + start:prefix_len + width] = torch.ones(len(x), len(x)).tril().bool()
             keep[i, width:, prefix_len + start:prefix_len + width] = True
-        dtype = next(self.model.parameters()).dtype
-        mask = torch.zeros(keep.shape, dtype=dtype).masked_fill_(~keep, torch.finfo(dtype).min)[:, None]
+        mask = self._additive_mask(keep)[:, None]
+        cache = self._working_copy(cache, prefix_len)
         if prefix_len:
-            cache = copy.deepcopy(cache)
             cache.batch_repeat_interleave(b)
-        else:
-            cache = DynamicCache(config=self.model.config)
         dev = self.device
         at = torch.cat([torch.tensor([width - 1]), width + trie.inner])  # where a next token is predicted
         logits = self._last_logits(ids.to(dev), cache, at.to(dev), attention_mask=mask.to(dev),
                                    position_ids=pos.to(dev))
-        logp = torch.log_softmax(logits.float(), dim=-1)  # [b, 1 + inner nodes, vocab]
-        picked = logp[:, trie.columns.to(dev), trie.label_tokens.to(dev)].cpu()  # [b, label tokens]
-        return torch.zeros((b, len(label_ids))).index_add_(1, trie.owner, picked)
+        return trie.sums(torch.log_softmax(logits.float(), dim=-1))  # logits: [b, 1 + inner nodes, vocab]
+
+    def _additive_mask(self, keep: torch.Tensor) -> torch.Tensor:
+        """A boolean attention mask (True: may attend) as the additive mask the model takes."""
+        dtype = next(self.model.parameters()).dtype
+        return torch.zeros(keep.shape, dtype=dtype).masked_fill_(~keep, torch.finfo(dtype).min)
+
+    def _working_copy(self, cache, prefix_len: int):
+        """A copy of a shared prefix's cache to extend (the shared one never changes), or a new cache."""
+        from transformers import DynamicCache
+
+        return copy.deepcopy(cache) if prefix_len else DynamicCache(config=self.model.config)
 
     def _trie(self, label_ids: list[list[int]]) -> LabelTrie:
         key = tuple(map(tuple, label_ids))
@@ -294,9 +298,7 @@ class LanguageModel:
         as scoring all (ties aside, up to float rounding). A fine-tuned model puts nearly all its mass on
         one first token, so it scores a few labels instead of all; an untuned one may need them all. Each
         round's labels follow the input in the same cache, hidden from later rounds by the mask."""
-        from transformers import DynamicCache
-
-        cache = copy.deepcopy(cache) if prefix_len else DynamicCache(config=self.model.config)
+        cache = self._working_copy(cache, prefix_len)
         dev, n = self.device, len(ids)
         logits = self._last_logits(torch.tensor([ids], device=dev), cache, torch.tensor([n - 1], device=dev))
         first = torch.log_softmax(logits[0, 0].float(), dim=-1).cpu()
@@ -325,14 +327,12 @@ class LanguageModel:
             keep = torch.zeros((m, past + m), dtype=torch.bool)
             keep[:, :visible] = True
             keep[:, past:] = trie.sees
-            dtype = next(self.model.parameters()).dtype
-            mask = torch.zeros(keep.shape, dtype=dtype).masked_fill_(~keep, torch.finfo(dtype).min)[None, None]
             dev = self.device
             logits = self._last_logits(trie.tokens[None].to(dev), cache, trie.inner.to(dev),
-                                       attention_mask=mask.to(dev), position_ids=(visible + trie.depth)[None].to(dev))
+                                       attention_mask=self._additive_mask(keep)[None, None].to(dev),
+                                       position_ids=(visible + trie.depth)[None].to(dev))
             table = torch.cat([table, torch.log_softmax(logits[0].float(), dim=-1).cpu()])
-        picked = table[trie.columns, trie.label_tokens]
-        return torch.zeros(len(label_ids)).index_add_(0, trie.owner, picked)
+        return trie.sums(table)
 
     # -- generation and perplexity ---------------------------------------------------------
     def generate_one(self, messages: Messages, max_new_tokens: int = 64) -> Scored:
@@ -376,7 +376,7 @@ class LabelTrie:
                 node = index[(node, tok)]
                 path.append(node)
             paths.append(path)
-        m = len(tokens)
+        m, self.labels = len(tokens), len(label_ids)
         self.tokens = torch.tensor(tokens, dtype=torch.long)
         self.sees = torch.zeros((m, m), dtype=torch.bool)
         self.depth = torch.zeros(m, dtype=torch.long)
@@ -395,4 +395,11 @@ class LabelTrie:
             owner += [j] * len(label)
         self.columns, self.label_tokens = torch.tensor(cols), torch.tensor(toks)
         self.owner = torch.tensor(owner)
+
+    def sums(self, logp: torch.Tensor) -> torch.Tensor:
+        """Each label's log-probability [..., labels] from next-token log-probabilities [..., 1 + inner, vocab]
+        (row 0: at the input's last position, 1 + k: at the k-th inner node)."""
+        dev = logp.device  # picked where computed: only [..., label tokens] leaves the device
+        picked = logp[..., self.columns.to(dev), self.label_tokens.to(dev)].cpu()
+        return torch.zeros((*logp.shape[:-2], self.labels)).index_add_(-1, self.owner, picked)
 
