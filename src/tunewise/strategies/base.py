@@ -100,6 +100,14 @@ class OneAtATime:
 _REGISTRY: dict[str, Callable[[CandidateSpec], Strategy]] = {}
 
 
+def answer_cap(ctx: Context) -> int:
+    """New tokens per generated answer: enough for the longest training answer (the most, 64, without
+    any), the same for every candidate so that their answers compare."""
+    from tunewise.models.backend import answer_tokens
+
+    return answer_tokens([r.output for r in ctx.train] or ["x" * 112])
+
+
 def require_answer_cap(ctx: Context, folder, max_new_tokens: int | None) -> None:
     """A loaded generation candidate answers at the length it was scored with; saves from before tunewise
     kept that length have none, and a guessed one would answer differently from the run."""

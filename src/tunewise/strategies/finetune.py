@@ -23,9 +23,10 @@ from tunewise.data.records import Record
 from tunewise.data.split import nested_fraction, nested_order
 from tunewise.errors import ConfigError
 from tunewise.files import write_atomic
-from tunewise.models.backend import Scored, answer_tokens
+from tunewise.models.backend import Scored
 from tunewise.models.lm import LanguageModel
-from tunewise.strategies.base import CandidateSpec, Context, Family, FitFacts, register, require_answer_cap
+from tunewise.strategies.base import (CandidateSpec, Context, Family, FitFacts, answer_cap, register,
+                                      require_answer_cap)
 from tunewise.strategies.prompts import input_turns, system_turn
 
 FULL_FT_MAX_PARAMS = 500_000_000
@@ -106,7 +107,7 @@ class FineTune:
         model, tokenizer = load_model(self.model_name, device=ctx.device, dtype="float32")
         params = count_params(model)[0]
         self.system = system_turn(ctx.task, ctx.labels)
-        self.max_new_tokens = answer_tokens([r.output for r in ctx.train] or ["x" * 112])  # as prompting gets
+        self.max_new_tokens = answer_cap(ctx)  # as prompting gets
         stratified = ctx.task.type == "classification"
         if self.adapter is not None:
             return self._load_adapter(ctx, model, tokenizer, params)

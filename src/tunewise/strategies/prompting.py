@@ -27,7 +27,8 @@ from tunewise.config import SCORING_CHOICES
 from tunewise.data.records import Record, record_from_json, record_to_json
 from tunewise.errors import ConfigError
 from tunewise.models.backend import Scored, answer_tokens
-from tunewise.strategies.base import CandidateSpec, Context, Family, FitFacts, register, require_answer_cap
+from tunewise.strategies.base import (CandidateSpec, Context, Family, FitFacts, answer_cap, register,
+                                      require_answer_cap)
 from tunewise.strategies.prompts import example_turns, input_turns, parse_label, system_turn
 
 CONTENT_FREE = "N/A"
@@ -75,7 +76,7 @@ class PromptStrategy:
         self.backend = ctx.models.backend(self.model_name)
         self.method = self._method(ctx)
         if self.max_new_tokens is None and ctx.task.type == "generation":
-            self.max_new_tokens = answer_tokens([r.output for r in ctx.train] or ["x" * 112])
+            self.max_new_tokens = answer_cap(ctx)
         self.system = system_turn(ctx.task, ctx.labels)
         self.prepare(ctx)
         self._prior: dict[tuple, list[float]] = {}
@@ -124,10 +125,10 @@ class PromptStrategy:
         from tunewise.evaluate.sequential import paired_test
         from tunewise.evaluate.stats import metric_value
 
-        on = self._predict_many(ctx, ctx.validation, calibrate=True, full=True)  # every label's score: both choices
-        calibrated = [s.prediction for s in on]
+        scored = self._predict_many(ctx, ctx.validation, calibrate=True, full=True)  # every label: both choices
+        calibrated = [s.prediction for s in scored]
         label_sets = [self.candidate_labels(ctx, r) for r in ctx.validation]
-        raw = [labels[int(np.argmax(s.label_logprobs))] for s, labels in zip(on, label_sets)]
+        raw = [labels[int(np.argmax(s.label_logprobs))] for s, labels in zip(scored, label_sets)]
         refs = [r.output for r in ctx.validation]
         metric = ctx.task.primary_metric
         on, off = (metric_value(metric, p, refs, ctx.labels) for p in (calibrated, raw))
