@@ -128,9 +128,10 @@ def run(prep: Prepared, opts: RunOptions, progress: Progress) -> RunResults:
     if task.date_field and (opts.freshness if opts.freshness is not None
                             else task.constraints.knowledge_update != "never"):
         results.freshness = _time_split(prep, opts, specs, results, test, progress)
+    clock.lap("freshness", then="history")
     if any(r.multi_turn for r in test):
         results.history = _history_ablation(prep, opts, specs, results, test, train, validation, data_key, progress)
-    clock.lap("freshness", then="judge" if task.judge else "cost_and_verdict")
+    clock.lap("history", then="judge" if task.judge else "cost_and_verdict")
     if task.judge:
         results.judge = _judge(task, opts, results, test, progress)
         clock.lap("judge", then="cost_and_verdict")
