@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench bench-precision bench-decisiveness bench-reliability bench-http bench-curve bench-estimate bench-serve clean
+.PHONY: install demo test test-slow bench bench-precision bench-decisiveness bench-reliability bench-http bench-curve bench-estimate bench-serve bench-scoring clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -51,6 +51,9 @@ bench-serve: $(STAMP)
 
 bench-curve: $(STAMP)
 	$(BIN)/python benchmarks/curve.py
+
+bench-scoring: $(STAMP)
+	$(BIN)/python benchmarks/scoring.py
 
 clean:
 	rm -rf $(VENV) .tunewise tunewise-runs test-artifacts

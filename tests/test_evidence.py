@@ -215,6 +215,15 @@ def test_a_stale_or_old_format_calibration_is_measured_again():
     assert stale({"efficiency": 0.3, "device_flops_per_s": 1e11}, now) == "stored by an older tunewise"
 
 
+def test_the_calibration_rate_leaves_out_stalled_repeats():
+    """Repeats measured beside a busy torch process (2 cores): two of three stalled 16x."""
+    from tunewise.evidence.measure import steady_rate
+
+    assert steady_rate([0.855, 0.053, 0.0495]) == pytest.approx(0.855)  # the plain median: 0.053
+    assert steady_rate([0.047, 0.661, 0.648]) == pytest.approx(0.6545)
+    assert steady_rate([0.70, 0.66, 0.68]) == pytest.approx(0.68)  # none stalled: the median
+
+
 def test_a_measured_training_replaces_the_calibration_and_a_far_off_one_is_said(monkeypatch):
     from tunewise.evidence import measure
 
