@@ -134,7 +134,8 @@ def calibrate(lm, records, system, work_dir: Path, max_length: int, device: str,
     return {"device_flops_per_s": peak, "efficiency": steady_rate(efficiencies),
             "overhead_seconds": statistics.median(overheads), "repeats": efficiencies,
             "seconds": time.perf_counter() - start, "params": params, "created": time.time(),
-            "basis": f"calibration: median of {CAL_REPEATS} short runs on {len(sample)} of the task's records"}
+            "basis": f"calibration: median of the unstalled of {CAL_REPEATS} short runs on {len(sample)} of the "
+                     "task's records"}
 
 
 STALLED = 0.5  # a repeat below this share of the fastest one was stalled
