@@ -98,10 +98,9 @@ class LanguageModel:
     def _attention(self, name: str):
         """The model's attention kernel switched to `name` for a while. Inference runs on torch's SDPA, which
         beats the eager matmuls that training uses on CPU (load.pick_attention) once keys are many, and
-        ties them on short inputs (2 cores, ms a record, eager -> sdpa, same predictions, label
-        log-probabilities within 5e-5): demo reviews 187 -> 186, after 3 cached example reviews 236 ->
-        226, with 3 examples in the input (kNN few-shot) 843 -> 711, banking77's 77 intents 1010 -> 812.
-        Decoding a batch of 8 retrieval prompts (~380 tokens, 28 new) took 21 s instead of 29-31 s on one
+        ties them on short inputs (benchmarks/scoring.py, 2 cores, ms a record, eager -> sdpa, the same
+        predictions): demo reviews 178 -> 174, after 3 cached example reviews 215 -> 199, with 3 examples
+        in the input (kNN few-shot) 789 -> 638, banking77's 77 intents 812 -> 633. Decoding a batch of 8 retrieval prompts (~380 tokens, 28 new) took 21 s instead of 29-31 s on one
         thread, with the same answers."""
         current = getattr(self.model.config, "_attn_implementation", None)
         if current in (None, name) or not hasattr(self.model, "set_attn_implementation"):
