@@ -67,6 +67,8 @@ def test_labels_sharing_leading_tokens_share_trie_positions_and_score_like_a_ful
     ids = lm.label_ids(labels)
     trie = LabelTrie(ids)
     assert len(trie.tokens) < sum(map(len, ids))  # shared leading tokens are computed once
+    # and only inner nodes are fed: each distinct proper prefix of a label once, no label's last token
+    assert len(trie.tokens) == len({tuple(lab[:k]) for lab in ids for k in range(1, len(lab))})
     shared = [("system", "Which banking intent is this?")]
     rests = [[("user", "My card has not come yet")], [("user", "Why was I charged for taking out cash?")]]
     for rest, scored in zip(rests, lm.classify_many(shared, rests, labels)):

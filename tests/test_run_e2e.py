@@ -57,7 +57,7 @@ def test_evidence_and_verdict_are_in_the_results(first_run):
     assert curve["points"][0]["n"] < curve["points"][-1]["n"]
     assert results["forgetting"]["items"] == BUDGETS["quick"].probe_limit
     assert results["forgetting"]["models"][0]["candidate"] == "lora"
-    assert {"profile", "bakeoff", "learning_curve", "forgetting"} <= set(results["stage_seconds"])
+    assert {"profile", "bakeoff", "learning_curve", "forgetting", "freshness", "history"} <= set(results["stage_seconds"])
     estimate = results["compute"][0]
     assert estimate["candidate"] == "lora" and estimate["flops"] > 0 and estimate["measured_seconds"] > 0
     assert results["cost"]["candidates"] and results["cost"]["break_even"] is not None

@@ -100,8 +100,9 @@ class LanguageModel:
         beats the eager matmuls that training uses on CPU (load.pick_attention) once keys are many, and
         ties them on short inputs (benchmarks/scoring.py, 2 cores, ms a record, eager -> sdpa, the same
         predictions): demo reviews 178 -> 174, after 3 cached example reviews 215 -> 199, with 3 examples
-        in the input (kNN few-shot) 789 -> 638, banking77's 77 intents 812 -> 633. Decoding a batch of 8 retrieval prompts (~380 tokens, 28 new) took 21 s instead of 29-31 s on one
-        thread, with the same answers."""
+        in the input (kNN few-shot) 789 -> 638, banking77's 77 intents 812 -> 633. Decoding a batch of 8
+        retrieval prompts (~380 tokens, 28 new) took 21 s instead of 29-31 s on one thread, with the
+        same answers."""
         current = getattr(self.model.config, "_attn_implementation", None)
         if current in (None, name) or not hasattr(self.model, "set_attn_implementation"):
             yield
@@ -159,7 +160,8 @@ class LanguageModel:
             return self._prefixes[key]
         cache = DynamicCache(config=self.model.config)
         if prefix_ids:
-            self._last_logits(torch.tensor([prefix_ids], device=self.device), cache, None)
+            with self._attention("sdpa"):  # the kernel the inputs that reuse it are scored with
+                self._last_logits(torch.tensor([prefix_ids], device=self.device), cache, None)
         self._prefixes[key] = cache
         if len(self._prefixes) > KEPT_PREFIXES:
             self._prefixes.popitem(last=False)

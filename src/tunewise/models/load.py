@@ -122,8 +122,8 @@ EAGER_MAX_TOKENS = 512
 def pick_attention(device: str, max_tokens: int | None = None) -> str | None:
     """'eager' on CPU: for the short sequences of fine-tuning, plain matmul attention beat torch's CPU
     flash kernel here (LoRA training 468 vs 381 tokens/s on 2 cores); inference switches to sdpa for
-    its calls (LanguageModel._attention). Eager keeps every layer's full score matrix for backward, so training on
-    sequences over EAGER_MAX_TOKENS keeps sdpa. None (the model's default, sdpa) elsewhere."""
+    its calls (LanguageModel._attention). Eager keeps every layer's full score matrix for backward, so
+    training on sequences over EAGER_MAX_TOKENS keeps sdpa. None (the model's default, sdpa) elsewhere."""
     if not device.startswith("cpu"):
         return None
     return "eager" if max_tokens is None or max_tokens <= EAGER_MAX_TOKENS else "sdpa"
